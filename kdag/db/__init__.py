@@ -1,0 +1,99 @@
+"""The database: SQLite (embedded default, WAL mode) or PostgreSQL, by URL.
+
+`connect(url)` gives a SQLAlchemy engine set up for kdag:
+
+- SQLite: WAL journal, a 30 s busy timeout, and every transaction opened with
+  BEGIN IMMEDIATE, so a controller and a web process writing at once wait
+  for each other instead of failing with "database is locked".
+- PostgreSQL: connections are pinged before use, so a restarted server costs
+  at most the one request that was in flight; `with_retry` runs that again.
+
+`migrate(engine)` brings the schema to the newest Alembic revision.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.pool import StaticPool
+
+from kdag.errors import TemporaryError
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def connect(url: str) -> sa.Engine:
+    """Return an engine for `url`, tuned as the module docstring says."""
+    if url.startswith("sqlite"):
+        return _sqlite(url)
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite(url: str) -> sa.Engine:
+    is_memory = url in ("sqlite://", "sqlite:///:memory:")
+    if not is_memory:
+        Path(sa.make_url(url).database or "").parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
+    if is_memory:
+        options["poolclass"] = StaticPool
+    engine = sa.create_engine(url, **options)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        if not is_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def migrate(engine: sa.Engine) -> None:
+    """Create or upgrade the schema to the newest migration."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """Tell whether a database error is a lost connection worth one retry."""
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, exc.OperationalError | exc.InterfaceError)
+
+
+def with_retry(work: Callable[[], T], *, tries: int = 3, delay_s: float = 0.5) -> T:
+    """Run `work`, again after a lost connection; raise TemporaryError at the end."""
+    for attempt in range(1, tries + 1):
+        try:
+            return work()
+        except exc.DBAPIError as error:
+            if not is_disconnect(error):
+                raise
+            if attempt == tries:
+                raise TemporaryError(f"database unavailable: {error}") from error
+            logger.warning("database connection lost, retrying: %s", error.orig)
+            time.sleep(delay_s * attempt)
+    raise AssertionError("unreachable")

@@ -1,0 +1,543 @@
+"""The engine: moves runs and tasks through their states, one step at a time.
+
+    run:   queued -> running -> succeeded | failed | canceled
+    task:  pending -> queued -> running -> succeeded | failed | upstream_failed
+           (up_for_retry between attempts; canceled when its run is)
+
+`Engine.step()` applies the attempt ends that launchers reported, then
+advances every active run: tasks whose needs all succeeded start, tasks whose
+needs failed end `upstream_failed`, due retries start again, attempts past
+their deadline are stopped, finished runs are closed. It returns whether it
+did anything, so the controller's loop knows whether to wait.
+
+Claim protocol, so that several controllers on one database never launch the
+same attempt twice: a task is claimed with
+
+    UPDATE tasks SET state='queued', tries=tries+1
+    WHERE id=:id AND state=:seen_state AND tries=:seen_tries
+
+and only the controller whose update changed a row inserts the attempt
+(unique on task and number) and launches it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from kdag.db.schema import alerts, attempts, dag_versions, dags, runs, tasks
+from kdag.errors import KdagError, NotFound
+from kdag.launching import AttemptEnded, Launch, Launcher
+from kdag.launching.pods import pod_labels, pod_name
+from kdag.logstore import LogStore, log_key
+from kdag.specs.model import DagSpec
+from kdag.specs.parsing import parse_dag
+
+logger = logging.getLogger(__name__)
+
+ACTIVE_RUN = ("queued", "running")
+DONE_TASK = ("succeeded", "failed", "upstream_failed", "skipped", "canceled")
+BLOCKING = ("failed", "upstream_failed", "canceled")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Engine:
+    """Runs and tasks, advanced against one database through one launcher."""
+
+    def __init__(
+        self,
+        db: sa.Engine,
+        launcher: Launcher,
+        logs: LogStore,
+        *,
+        events: queue.Queue[AttemptEnded],
+        controller_id: str,
+        default_namespace: str = "default",
+        workdir_for: Callable[[str, str], Path | None] = lambda commit, path: None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.db = db
+        self.launcher = launcher
+        self.logs = logs
+        self.events = events
+        self.controller_id = controller_id
+        self.default_namespace = default_namespace
+        self.workdir_for = workdir_for
+        self.clock = clock
+        self._stopping: set[int] = set()
+        self._specs: dict[int, DagSpec] = {}
+
+    # -- specs ------------------------------------------------------------
+
+    def spec_of(self, version_id: int, conn: sa.Connection | None = None) -> DagSpec:
+        """Return the parsed spec of a stored DAG version (they never change)."""
+        if version_id not in self._specs:
+            query = sa.select(dag_versions).where(dag_versions.c.id == version_id)
+            if conn is not None:
+                row = conn.execute(query).one()
+            else:
+                with self.db.connect() as own:
+                    row = own.execute(query).one()
+            self._specs[version_id] = parse_dag(row.source, row.path)
+        return self._specs[version_id]
+
+    # -- creating runs ----------------------------------------------------
+
+    def create_run(
+        self,
+        conn: sa.Connection,
+        *,
+        version_id: int,
+        logical_date: datetime,
+        interval: tuple[datetime, datetime],
+        trigger: str,
+    ) -> int | None:
+        """Insert a run and its tasks; return its id, or None if the tick has one."""
+        version = conn.execute(
+            sa.select(dag_versions).where(dag_versions.c.id == version_id)
+        ).one()
+        spec = self.spec_of(version_id, conn)
+        now = self.clock()
+        insert = (
+            _insert_ignoring_conflict(conn, runs)
+            .values(
+                dag=version.dag,
+                version_id=version_id,
+                commit=version.commit,
+                logical_date=logical_date,
+                data_interval_start=interval[0],
+                data_interval_end=interval[1],
+                trigger=trigger,
+                state="queued",
+                created_at=now,
+            )
+            .returning(runs.c.id)
+        )
+        run_id = conn.execute(insert).scalar()
+        if run_id is None:
+            return None
+        conn.execute(
+            tasks.insert(),
+            [
+                {
+                    "run_id": run_id,
+                    "name": task.name,
+                    "state": "pending",
+                    "tries": 0,
+                    "max_attempts": task.max_attempts,
+                    "updated_at": now,
+                }
+                for task in spec.tasks.values()
+            ],
+        )
+        logger.info(
+            "run created: dag=%s run=%s logical_date=%s trigger=%s commit=%s",
+            version.dag,
+            run_id,
+            iso(logical_date),
+            trigger,
+            version.commit[:12],
+        )
+        return int(run_id)
+
+    def trigger(self, dag: str) -> int:
+        """Create a manual run of the current version of `dag`; return its id."""
+        with self.db.begin() as conn:
+            return trigger_run(conn, self, dag)
+
+    # -- the step ---------------------------------------------------------
+
+    def step(self) -> bool:
+        """Apply reported ends, then advance every active run. Return: did work."""
+        did_work = self.apply_reported()
+        with self.db.connect() as conn:
+            active = conn.execute(
+                sa.select(runs).where(runs.c.state.in_(ACTIVE_RUN)).order_by(runs.c.id)
+            ).all()
+        for run in active:
+            did_work |= self._advance(run)
+        did_work |= self._stop_overdue()
+        return did_work
+
+    def apply_reported(self) -> bool:
+        """Apply every attempt end the launchers reported since the last call."""
+        did_work = False
+        while True:
+            try:
+                ended = self.events.get_nowait()
+            except queue.Empty:
+                return did_work
+            try:
+                self.apply(ended)
+            except Exception:
+                # NB: put it back, so a lost database connection loses no end.
+                self.events.put(ended)
+                raise
+            did_work = True
+
+    def next_wakeup(self) -> datetime | None:
+        """Return when a retry or a deadline is next due, if any."""
+        with self.db.connect() as conn:
+            retry = conn.execute(
+                sa.select(sa.func.min(tasks.c.next_try_at)).where(
+                    tasks.c.state == "up_for_retry"
+                )
+            ).scalar()
+            deadline = conn.execute(
+                sa.select(sa.func.min(attempts.c.deadline_at)).where(
+                    attempts.c.state == "running",
+                    attempts.c.controller_id == self.controller_id,
+                    attempts.c.id.not_in(self._stopping or [-1]),
+                )
+            ).scalar()
+        found = [m for m in (retry, deadline) if m is not None]
+        return min(found) if found else None
+
+    # -- advancing one run --------------------------------------------------
+
+    def _advance(self, run: Any) -> bool:
+        spec = self.spec_of(run.version_id)
+        now = self.clock()
+        did_work = False
+        if run.state == "queued":
+            with self.db.begin() as conn:
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == run.id)
+                    .values(state="running", started_at=now)
+                )
+            did_work = True
+        with self.db.connect() as conn:
+            rows = {
+                r.name: r
+                for r in conn.execute(
+                    sa.select(tasks).where(tasks.c.run_id == run.id)
+                ).all()
+            }
+        states = {name: row.state for name, row in rows.items()}
+
+        # Decide, in dependency order, which tasks are blocked and which ready.
+        blocked, ready = [], []
+        for name in _in_dependency_order(spec):
+            row = rows[name]
+            needs = [states[n] for n in spec.tasks[name].needs]
+            if row.state == "pending" and any(s in BLOCKING for s in needs):
+                states[name] = "upstream_failed"
+                blocked.append(row)
+            elif (row.state == "pending" and all(s == "succeeded" for s in needs)) or (
+                row.state == "up_for_retry" and row.next_try_at <= now
+            ):
+                ready.append(row)
+        if blocked:
+            self._mark_upstream_failed(run, blocked)
+            did_work = True
+        for row in ready:
+            did_work |= self._launch(run, spec, row)
+
+        if all(s in DONE_TASK for s in states.values()):
+            self._finish_run(run, states)
+            did_work = True
+        return did_work
+
+    def _mark_upstream_failed(self, run: Any, blocked: list[Any]) -> None:
+        now = self.clock()
+        with self.db.begin() as conn:
+            for row in blocked:
+                conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id == row.id, tasks.c.state == "pending")
+                    .values(state="upstream_failed", updated_at=now)
+                )
+        for row in blocked:
+            logger.info(
+                "task upstream_failed: dag=%s run=%s task=%s", run.dag, run.id, row.name
+            )
+
+    def _launch(self, run: Any, spec: DagSpec, row: Any) -> bool:
+        """Claim one task and start its next attempt; False if another got it."""
+        now = self.clock()
+        task = spec.tasks[row.name]
+        number = row.tries + 1
+        key = log_key(run.dag, run.id, row.name, number)
+        with self.db.begin() as conn:
+            claimed = conn.execute(
+                tasks.update()
+                .where(
+                    tasks.c.id == row.id,
+                    tasks.c.state == row.state,
+                    tasks.c.tries == row.tries,
+                )
+                .values(state="queued", tries=number, next_try_at=None, updated_at=now)
+            )
+            if claimed.rowcount != 1:
+                return False
+            attempt_id = conn.execute(
+                attempts.insert()
+                .values(
+                    task_id=row.id,
+                    number=number,
+                    state="running",
+                    launcher=self.launcher.name,
+                    controller_id=self.controller_id,
+                    started_at=now,
+                    log_uri=self.logs.uri(key),
+                    deadline_at=now + task.timeout if task.timeout else None,
+                )
+                .returning(attempts.c.id)
+            ).scalar_one()
+
+        launch = Launch(
+            attempt_id=attempt_id,
+            dag=run.dag,
+            run_id=run.id,
+            task=row.name,
+            attempt=number,
+            name=pod_name(run.dag, row.name, run.id, number),
+            spec=task,
+            env={**task.env, **_kdag_env(run, row.name, number)},
+            namespace=task.namespace or self.default_namespace,
+            labels=pod_labels(run.dag, run.id, row.name, number),
+            log_key=key,
+            workdir=self.workdir_for(run.commit, spec.path),
+        )
+        try:
+            external_id = self.launcher.start(launch)
+        except KdagError as error:
+            logger.warning(
+                "launch failed: dag=%s run=%s task=%s attempt=%s: %s",
+                run.dag,
+                run.id,
+                row.name,
+                number,
+                error,
+            )
+            self.events.put(
+                AttemptEnded(attempt_id, False, None, "LaunchError", str(error))
+            )
+            return True
+        with self.db.begin() as conn:
+            conn.execute(
+                attempts.update()
+                .where(attempts.c.id == attempt_id)
+                .values(external_id=external_id)
+            )
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id == row.id, tasks.c.state == "queued")
+                .values(state="running", updated_at=self.clock())
+            )
+        logger.info(
+            "task started: dag=%s run=%s task=%s attempt=%s launcher=%s id=%s",
+            run.dag,
+            run.id,
+            row.name,
+            number,
+            self.launcher.name,
+            external_id,
+        )
+        return True
+
+    def _finish_run(self, run: Any, states: dict[str, str]) -> None:
+        state = "failed" if any(s in BLOCKING for s in states.values()) else "succeeded"
+        now = self.clock()
+        with self.db.begin() as conn:
+            done = conn.execute(
+                runs.update()
+                .where(runs.c.id == run.id, runs.c.state.in_(ACTIVE_RUN))
+                .values(state=state, ended_at=now)
+            )
+            if done.rowcount == 1 and state == "failed":
+                failed = sorted(n for n, s in states.items() if s == "failed")
+                _enqueue_alert(
+                    conn,
+                    now,
+                    {
+                        "kind": "run_failed",
+                        "dag": run.dag,
+                        "run_id": run.id,
+                        "failed_tasks": failed,
+                        "logical_date": iso(run.logical_date),
+                    },
+                )
+        logger.info("run %s: dag=%s run=%s", state, run.dag, run.id)
+
+    # -- attempt ends -------------------------------------------------------
+
+    def apply(self, ended: AttemptEnded) -> None:
+        """Record an attempt's end and move its task on (retry, fail, succeed)."""
+        now = self.clock()
+        self._stopping.discard(ended.attempt_id)
+        with self.db.begin() as conn:
+            found = conn.execute(
+                sa.select(
+                    attempts,
+                    tasks.c.name,
+                    tasks.c.max_attempts,
+                    tasks.c.run_id,
+                    runs.c.dag,
+                    runs.c.version_id,
+                )
+                .join(tasks, tasks.c.id == attempts.c.task_id)
+                .join(runs, runs.c.id == tasks.c.run_id)
+                .where(attempts.c.id == ended.attempt_id)
+            ).one_or_none()
+            if found is None or found.state != "running":
+                return  # already recorded (a duplicate report)
+            conn.execute(
+                attempts.update()
+                .where(attempts.c.id == ended.attempt_id)
+                .values(
+                    state="succeeded" if ended.is_success else "failed",
+                    ended_at=now,
+                    exit_code=ended.exit_code,
+                    reason=ended.reason,
+                )
+            )
+            state, next_try_at = self._task_outcome(conn, found, ended, now)
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id == found.task_id)
+                .values(state=state, next_try_at=next_try_at, updated_at=now)
+            )
+            if state == "failed":
+                _enqueue_alert(
+                    conn,
+                    now,
+                    {
+                        "kind": "task_failed",
+                        "dag": found.dag,
+                        "run_id": found.run_id,
+                        "task": found.name,
+                        "attempt": found.number,
+                        "exit_code": ended.exit_code,
+                        "reason": ended.reason,
+                        "message": ended.message,
+                    },
+                )
+        log = logger.info if state in ("succeeded", "up_for_retry") else logger.warning
+        log(
+            "task %s: dag=%s run=%s task=%s attempt=%s exit_code=%s reason=%s",
+            state,
+            found.dag,
+            found.run_id,
+            found.name,
+            found.number,
+            ended.exit_code,
+            ended.reason,
+        )
+
+    def _task_outcome(
+        self, conn: sa.Connection, found: Any, ended: AttemptEnded, now: datetime
+    ) -> tuple[str, datetime | None]:
+        if ended.is_success:
+            return "succeeded", None
+        if ended.reason == "Canceled":
+            return "canceled", None
+        if found.number < found.max_attempts:
+            delay = self.spec_of(found.version_id, conn).tasks[found.name].retry_delay
+            return "up_for_retry", now + delay
+        return "failed", None
+
+    def _stop_overdue(self) -> bool:
+        now = self.clock()
+        with self.db.connect() as conn:
+            overdue = (
+                conn.execute(
+                    sa.select(attempts.c.id).where(
+                        attempts.c.state == "running",
+                        attempts.c.deadline_at <= now,
+                        attempts.c.controller_id == self.controller_id,
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for attempt_id in overdue:
+            if attempt_id not in self._stopping:
+                self._stopping.add(attempt_id)
+                logger.info("attempt %s timed out: stopping it", attempt_id)
+                self.launcher.stop(attempt_id, "Timeout")
+        return bool(set(overdue) - self._stopping)
+
+
+def trigger_run(conn: sa.Connection, engine: Engine, dag: str) -> int:
+    """Create a manual run of the current version of `dag` in `conn`."""
+    row = conn.execute(sa.select(dags).where(dags.c.name == dag)).one_or_none()
+    if row is None or row.version_id is None:
+        raise NotFound(f"no DAG named {dag!r}")
+    now = engine.clock()
+    for nudge in range(1000):  # two triggers in one microsecond: keep both
+        moment = now + timedelta(microseconds=nudge)
+        run_id = engine.create_run(
+            conn,
+            version_id=row.version_id,
+            logical_date=moment,
+            interval=(moment, moment),
+            trigger="manual",
+        )
+        if run_id is not None:
+            return run_id
+    raise AssertionError("could not find a free logical date")
+
+
+def _kdag_env(run: Any, task: str, attempt: int) -> dict[str, str]:
+    return {
+        "KDAG_DAG": run.dag,
+        "KDAG_RUN_ID": str(run.id),
+        "KDAG_TASK": task,
+        "KDAG_ATTEMPT": str(attempt),
+        "KDAG_LOGICAL_DATE": iso(run.logical_date),
+        "KDAG_DATA_INTERVAL_START": iso(run.data_interval_start),
+        "KDAG_DATA_INTERVAL_END": iso(run.data_interval_end),
+    }
+
+
+def _in_dependency_order(spec: DagSpec) -> tuple[str, ...]:
+    order: list[str] = []
+    placed: set[str] = set()
+    while len(order) < len(spec.tasks):
+        for name, task in spec.tasks.items():
+            if name not in placed and all(n in placed for n in task.needs):
+                order.append(name)
+                placed.add(name)
+    return tuple(order)
+
+
+def _insert_ignoring_conflict(conn: sa.Connection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def _enqueue_alert(conn: sa.Connection, now: datetime, payload: dict[str, Any]) -> None:
+    conn.execute(
+        alerts.insert().values(
+            payload=payload, created_at=now, tries=0, next_try_at=now
+        )
+    )
+
+
+def active_attempts(conn: sa.Connection, controller_id: str) -> Iterator[Any]:
+    """Yield this controller's running attempts (for reaping after a restart)."""
+    yield from conn.execute(
+        sa.select(attempts).where(
+            attempts.c.state == "running", attempts.c.controller_id == controller_id
+        )
+    )

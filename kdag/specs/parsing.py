@@ -1,0 +1,338 @@
+"""Turn the text of a DAG file into a `DagSpec`, or every problem found in it.
+
+Three passes, each reporting file:line:col of the offending key:
+
+1. YAML 1.2 through ruamel.yaml (so `no` stays a string); duplicate keys and
+   syntax errors stop here.
+2. The JSON Schema in `schemas/dag.schema.json`: types, patterns, unknown keys
+   (a typo such as `scheudle:` must never pass silently).
+3. Meaning: every `needs` names a task, no cycle, the cron expression and the
+   time zone are valid.
+
+No I/O here beyond reading the schema once: the caller passes the text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from importlib import resources
+from typing import Any
+
+from kdag.errors import SpecError, SpecErrors
+from kdag.specs.model import DagSpec, EnvValue, SecretRef, TaskSpec
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+TASK_FIELDS = ("image", "namespace", "serviceAccount", "resources", "retries")
+
+
+@functools.cache
+def dag_schema() -> dict[str, Any]:
+    """Return the JSON Schema of a DAG file."""
+    text = resources.files("kdag.specs").joinpath("dag.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def parse_dag(text: str, path: str) -> DagSpec:
+    """Parse and check one DAG file; raise SpecErrors listing every problem."""
+    document = _load_yaml(text, path)
+    errors = list(_schema_errors(document, path))
+    if errors:
+        raise SpecErrors(errors)
+    errors = list(_meaning_errors(document, path))
+    if errors:
+        raise SpecErrors(errors)
+    return _build(document, path)
+
+
+def parse_duration(value: str | int) -> timedelta:
+    """Read 90, '90s', '5m', '1h30m' or '2d' as a timedelta."""
+    if isinstance(value, int):
+        return timedelta(seconds=value)
+    match = _DURATION.match(value)
+    if not value or not match:
+        raise ValueError(f"not a duration: {value!r}")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _load_yaml(text: str, path: str) -> Any:
+    # NB: imported here so that `kdag --version` stays fast.
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    yaml = YAML(typ="rt")
+    yaml.version = (1, 2)  # type: ignore[assignment]
+    try:
+        document = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or "invalid YAML"
+        if "duplicate key" in str(problem):
+            problem = f"duplicate key: {problem.split('duplicate key')[-1].strip()}"
+        raise SpecErrors([SpecError(problem, path=path, line=line, col=col)]) from exc
+    except YAMLError as exc:
+        raise SpecErrors([SpecError(f"invalid YAML: {exc}", path=path)]) from exc
+    if not isinstance(document, Mapping):
+        kind = "empty" if document is None else f"a {type(document).__name__}"
+        message = (
+            f"a DAG file must be a mapping with name and tasks, this one is {kind}"
+        )
+        raise SpecErrors([SpecError(message, path=path)])
+    return document
+
+
+def _schema_errors(document: Any, path: str) -> Iterator[SpecError]:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(dag_schema())
+    plain = json.loads(json.dumps(document, default=str))
+    found = sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.path)))
+    for error in found:
+        yield from _explain(error, document, path)
+
+
+def _explain(error: Any, document: Any, path: str) -> Iterator[SpecError]:
+    """Turn one jsonschema error into messages at the right line and column."""
+    where = list(error.absolute_path)
+    field = ".".join(map(str, where))
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        node = _node_at(document, where)
+        allowed = _allowed_keys(error.schema)
+        for key in node if isinstance(node, Mapping) else ():
+            if key not in allowed and _is_unexpected(key, error):
+                line, col = _key_position(node, key)
+                hint = difflib.get_close_matches(str(key), allowed, n=1)
+                more = f" (did you mean {hint[0]!r}?)" if hint else ""
+                name = ".".join([*map(str, where), str(key)])
+                message = f"{name}: unknown field{more}"
+                yield SpecError(message, path=path, line=line, col=col, field=name)
+        return
+    if error.validator == "oneOf" and error.context:
+        # Report the alternative that got furthest, rather than "not valid under".
+        error = max(error.context, key=lambda e: len(e.absolute_path))
+    line, col = _position(document, where)
+    label = field or "the file"
+    if error.validator == "required":
+        message = (
+            f"{label}: {error.message.replace('is a required property', 'is required')}"
+        )
+    elif error.validator == "pattern" and where and where[-1:] == ["name"]:
+        message = (
+            f"{label}: {error.instance!r} is not a DNS-1123 label "
+            "(lower-case letters, digits and '-', starting and ending with a "
+            "letter or digit)"
+        )
+    elif error.validator == "pattern":
+        message = (
+            f"{label}: {error.instance!r} is not valid here ({_pattern_hint(where)})"
+        )
+    else:
+        message = f"{label}: {error.message}"
+    yield SpecError(message, path=path, line=line, col=col, field=field)
+
+
+def _pattern_hint(where: Sequence[Any]) -> str:
+    if "tasks" in where or "owner" in where:
+        return "letters, digits, '-', '_' and '.', at most 63 characters"
+    return "see the schema"
+
+
+def _is_unexpected(key: Any, error: Any) -> bool:
+    return repr(str(key)) in error.message or f"'{key}'" in error.message
+
+
+def _allowed_keys(schema: Mapping[str, Any]) -> list[str]:
+    keys = list(schema.get("properties", {}))
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        keys += list(dag_schema()["$defs"][ref.split("/")[-1]].get("properties", {}))
+    return keys
+
+
+def _node_at(document: Any, where: Sequence[Any]) -> Any:
+    node = document
+    for part in where:
+        node = node[part]
+    return node
+
+
+def _key_position(node: Any, key: Any) -> tuple[int, int]:
+    try:
+        line, col = node.lc.key(key)
+        return line + 1, col + 1
+    except (AttributeError, KeyError, TypeError):
+        return _own_position(node)
+
+
+def _own_position(node: Any) -> tuple[int, int]:
+    lc = getattr(node, "lc", None)
+    if lc is None or lc.line is None:
+        return 1, 1
+    return lc.line + 1, lc.col + 1
+
+
+def _position(document: Any, where: Sequence[Any]) -> tuple[int, int]:
+    """Return the line and column of the key (or item) at `where`."""
+    if not where:
+        return 1, 1
+    try:
+        parent = _node_at(document, where[:-1])
+    except (KeyError, IndexError, TypeError):
+        return 1, 1
+    last = where[-1]
+    if isinstance(parent, Mapping):
+        return _key_position(parent, last)
+    try:
+        line, col = parent.lc.item(last)
+        return line + 1, col + 1
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return _own_position(parent)
+
+
+def _meaning_errors(document: Any, path: str) -> Iterator[SpecError]:
+    tasks = document["tasks"]
+    for name, task in tasks.items():
+        for i, need in enumerate(task.get("needs") or ()):
+            if need not in tasks:
+                line, col = task["needs"].lc.item(i)
+                hint = difflib.get_close_matches(str(need), list(tasks), n=1)
+                more = f" (did you mean {hint[0]!r}?)" if hint else ""
+                yield SpecError(
+                    f"tasks.{name}.needs: no task named {need!r}{more}",
+                    path=path,
+                    line=line + 1,
+                    col=col + 1,
+                    field=f"tasks.{name}.needs",
+                )
+        if not task.get("image") and not (document.get("defaults") or {}).get("image"):
+            line, col = _key_position(tasks, name)
+            yield SpecError(
+                f"tasks.{name}: no image (set tasks.{name}.image or defaults.image)",
+                path=path,
+                line=line,
+                col=col,
+                field=f"tasks.{name}.image",
+            )
+    cycle = _find_cycle({n: list(t.get("needs") or ()) for n, t in tasks.items()})
+    if cycle:
+        line, col = _key_position(tasks, cycle[0])
+        message = f"tasks: dependency cycle {' -> '.join(cycle)}"
+        yield SpecError(message, path=path, line=line, col=col, field="tasks")
+    if "timezone" in document and not _is_time_zone(document["timezone"]):
+        line, col = _key_position(document, "timezone")
+        message = f"timezone: unknown IANA time zone {document['timezone']!r}"
+        yield SpecError(message, path=path, line=line, col=col, field="timezone")
+    if "schedule" in document:
+        problem = _cron_problem(document["schedule"])
+        if problem:
+            line, col = _key_position(document, "schedule")
+            message = f"schedule: {problem}"
+            yield SpecError(message, path=path, line=line, col=col, field="schedule")
+
+
+def _find_cycle(needs: Mapping[str, list[str]]) -> list[str] | None:
+    """Return one dependency cycle as [a, b, a], or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for upstream in needs.get(node, ()):
+            if state.get(upstream) == 1:
+                return [*stack[stack.index(upstream) :], upstream]
+            if upstream in needs and upstream not in state:
+                found = visit(upstream)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in needs:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found[::-1]  # read in the direction tasks run
+    return None
+
+
+def _is_time_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _cron_problem(expression: str) -> str | None:
+    from kdag.specs.cron import cron_problem
+
+    return cron_problem(expression)
+
+
+def _build(document: Any, path: str) -> DagSpec:
+    defaults = document.get("defaults") or {}
+    tasks = {
+        str(name): _build_task(
+            str(name),
+            {
+                **defaults,
+                **task,
+                "env": _merged_env(defaults.get("env"), task.get("env")),
+            },
+        )
+        for name, task in document["tasks"].items()
+    }
+    return DagSpec(
+        name=str(document["name"]),
+        tasks=tasks,
+        path=path,
+        description=str(document.get("description", "")),
+        owner=str(document.get("owner", "")),
+        schedule=document.get("schedule"),
+        timezone=str(document.get("timezone", "UTC")),
+        catchup=bool(document.get("catchup", False)),
+        concurrency=str(document.get("concurrency", "allow")),
+        alerts_slack=(document.get("alerts") or {}).get("slack"),
+    )
+
+
+def _merged_env(
+    defaults: Mapping[str, Any] | None, own: Mapping[str, Any] | None
+) -> dict[str, EnvValue]:
+    env: dict[str, EnvValue] = {}
+    for name, value in {**(defaults or {}), **(own or {})}.items():
+        is_ref = isinstance(value, Mapping)
+        env[str(name)] = (
+            SecretRef(str(value["secret"]), str(value["key"])) if is_ref else str(value)
+        )
+    return env
+
+
+def _build_task(name: str, task: Mapping[str, Any]) -> TaskSpec:
+    timeout = task.get("timeout")
+    return TaskSpec(
+        name=name,
+        command=tuple(str(c) for c in task["command"]),
+        image=str(task["image"]),
+        args=tuple(str(a) for a in task.get("args") or ()),
+        needs=tuple(str(n) for n in task.get("needs") or ()),
+        env=task["env"],
+        namespace=task.get("namespace"),
+        service_account=task.get("serviceAccount"),
+        resources=json.loads(json.dumps(task.get("resources") or {})),
+        retries=int(task.get("retries", 0)),
+        retry_delay=parse_duration(task.get("retryDelay", "1m")),
+        timeout=parse_duration(timeout) if timeout is not None else None,
+        description=str(task.get("description", "")),
+    )
