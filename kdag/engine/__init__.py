@@ -78,21 +78,15 @@ class Engine:
         self.workdir_for = workdir_for
         self.clock = clock
         self._stopping: set[int] = set()
-        self._specs: dict[int, DagSpec] = {}
 
     # -- specs ------------------------------------------------------------
 
     def spec_of(self, version_id: int, conn: sa.Connection | None = None) -> DagSpec:
         """Return the parsed spec of a stored DAG version (they never change)."""
-        if version_id not in self._specs:
-            query = sa.select(dag_versions).where(dag_versions.c.id == version_id)
-            if conn is not None:
-                row = conn.execute(query).one()
-            else:
-                with self.db.connect() as own:
-                    row = own.execute(query).one()
-            self._specs[version_id] = parse_dag(row.source, row.path)
-        return self._specs[version_id]
+        if conn is not None:
+            return spec_of(conn, version_id)
+        with self.db.connect() as own:
+            return spec_of(own, version_id)
 
     # -- creating runs ----------------------------------------------------
 
@@ -106,57 +100,35 @@ class Engine:
         trigger: str,
     ) -> int | None:
         """Insert a run and its tasks; return its id, or None if the tick has one."""
-        version = conn.execute(
-            sa.select(dag_versions).where(dag_versions.c.id == version_id)
-        ).one()
-        spec = self.spec_of(version_id, conn)
-        now = self.clock()
-        insert = (
-            _insert_ignoring_conflict(conn, runs)
-            .values(
-                dag=version.dag,
-                version_id=version_id,
-                commit=version.commit,
-                logical_date=logical_date,
-                data_interval_start=interval[0],
-                data_interval_end=interval[1],
-                trigger=trigger,
-                state="queued",
-                created_at=now,
-            )
-            .returning(runs.c.id)
-        )
-        run_id = conn.execute(insert).scalar()
-        if run_id is None:
-            return None
-        conn.execute(
-            tasks.insert(),
-            [
-                {
-                    "run_id": run_id,
-                    "name": task.name,
-                    "state": "pending",
-                    "tries": 0,
-                    "max_attempts": task.max_attempts,
-                    "updated_at": now,
-                }
-                for task in spec.tasks.values()
-            ],
-        )
-        logger.info(
-            "run created: dag=%s run=%s logical_date=%s trigger=%s commit=%s",
-            version.dag,
-            run_id,
-            iso(logical_date),
-            trigger,
-            version.commit[:12],
-        )
-        return int(run_id)
+        return create_run(conn, version_id=version_id, logical_date=logical_date,
+                          interval=interval, trigger=trigger, now=self.clock())
 
     def trigger(self, dag: str) -> int:
         """Create a manual run of the current version of `dag`; return its id."""
         with self.db.begin() as conn:
-            return trigger_run(conn, self, dag)
+            return trigger_run(conn, dag, now=self.clock())
+
+    def cancel_run(self, run_id: int) -> None:
+        """Cancel a run: tasks not started are canceled, running ones stopped."""
+        now = self.clock()
+        with self.db.begin() as conn:
+            done = conn.execute(runs.update().where(
+                runs.c.id == run_id, runs.c.state.in_(ACTIVE_RUN)
+            ).values(state="canceled", ended_at=now))
+            if done.rowcount != 1:
+                return
+            conn.execute(tasks.update().where(
+                tasks.c.run_id == run_id,
+                tasks.c.state.in_(("pending", "up_for_retry")),
+            ).values(state="canceled", updated_at=now))
+            running = conn.execute(sa.select(attempts.c.id).join(tasks).where(
+                tasks.c.run_id == run_id, attempts.c.state == "running",
+                attempts.c.controller_id == self.controller_id,
+            )).scalars().all()
+        logger.info("run canceled: run=%s", run_id)
+        for attempt_id in running:
+            self._stopping.add(attempt_id)
+            self.launcher.stop(attempt_id, "Canceled")
 
     # -- the step ---------------------------------------------------------
 
@@ -473,20 +445,66 @@ class Engine:
         return bool(set(overdue) - self._stopping)
 
 
-def trigger_run(conn: sa.Connection, engine: Engine, dag: str) -> int:
-    """Create a manual run of the current version of `dag` in `conn`."""
+_SPECS: dict[tuple[str, int], DagSpec] = {}
+
+
+def spec_of(conn: sa.Connection, version_id: int) -> DagSpec:
+    """Return the parsed spec of a stored DAG version, cached (versions never change)."""
+    key = (str(conn.engine.url), version_id)
+    if key not in _SPECS:
+        row = conn.execute(
+            sa.select(dag_versions).where(dag_versions.c.id == version_id)
+        ).one()
+        _SPECS[key] = parse_dag(row.source, row.path)
+    return _SPECS[key]
+
+
+def create_run(
+    conn: sa.Connection,
+    *,
+    version_id: int,
+    logical_date: datetime,
+    interval: tuple[datetime, datetime],
+    trigger: str,
+    now: datetime,
+) -> int | None:
+    """Insert a run and its tasks; return its id, or None if the tick has one."""
+    version = conn.execute(
+        sa.select(dag_versions).where(dag_versions.c.id == version_id)
+    ).one()
+    spec = spec_of(conn, version_id)
+    insert = _insert_ignoring_conflict(conn, runs).values(
+        dag=version.dag, version_id=version_id, commit=version.commit,
+        logical_date=logical_date, data_interval_start=interval[0],
+        data_interval_end=interval[1], trigger=trigger, state="queued",
+        created_at=now,
+    ).returning(runs.c.id)
+    run_id = conn.execute(insert).scalar()
+    if run_id is None:
+        return None
+    conn.execute(tasks.insert(), [
+        {"run_id": run_id, "name": task.name, "state": "pending", "tries": 0,
+         "max_attempts": task.max_attempts, "updated_at": now}
+        for task in spec.tasks.values()
+    ])
+    logger.info("run created: dag=%s run=%s logical_date=%s trigger=%s commit=%s",
+                version.dag, run_id, iso(logical_date), trigger, version.commit[:12])
+    return int(run_id)
+
+
+def trigger_run(conn: sa.Connection, dag: str, *, now: datetime) -> int:
+    """Create a manual run of the current version of `dag`; return its id.
+
+    Raises NotFound for a DAG that does not exist or never loaded.
+    """
     row = conn.execute(sa.select(dags).where(dags.c.name == dag)).one_or_none()
     if row is None or row.version_id is None:
         raise NotFound(f"no DAG named {dag!r}")
-    now = engine.clock()
     for nudge in range(1000):  # two triggers in one microsecond: keep both
         moment = now + timedelta(microseconds=nudge)
-        run_id = engine.create_run(
-            conn,
-            version_id=row.version_id,
-            logical_date=moment,
-            interval=(moment, moment),
-            trigger="manual",
+        run_id = create_run(
+            conn, version_id=row.version_id, logical_date=moment,
+            interval=(moment, moment), trigger="manual", now=now,
         )
         if run_id is not None:
             return run_id

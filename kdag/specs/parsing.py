@@ -42,11 +42,9 @@ def parse_dag(text: str, path: str) -> DagSpec:
     """Parse and check one DAG file; raise SpecErrors listing every problem."""
     document = _load_yaml(text, path)
     errors = list(_schema_errors(document, path))
+    errors += _meaning_errors(_well_formed_part(document), path)
     if errors:
-        raise SpecErrors(errors)
-    errors = list(_meaning_errors(document, path))
-    if errors:
-        raise SpecErrors(errors)
+        raise SpecErrors(sorted(errors, key=lambda e: (e.line, e.col)))
     return _build(document, path)
 
 
@@ -196,7 +194,37 @@ def _position(document: Any, where: Sequence[Any]) -> tuple[int, int]:
         return _own_position(parent)
 
 
-def _meaning_errors(document: Any, path: str) -> Iterator[SpecError]:
+def _well_formed_part(document: Any) -> Any:
+    """Return a copy holding only what meaning checks can read, so that they
+    can run (and report) even when the schema found problems elsewhere."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    part = CommentedMap()
+    part.lc.data = getattr(document.lc, "data", {})
+    tasks = document.get("tasks")
+    part["tasks"] = CommentedMap()
+    if isinstance(tasks, CommentedMap):
+        part["tasks"] = tasks
+        for name, task in list(tasks.items()):
+            is_ok = isinstance(task, Mapping) and isinstance(
+                task.get("needs", CommentedSeq()), CommentedSeq)
+            if not is_ok or not all(isinstance(n, str) for n in task.get("needs", ())):
+                part["tasks"] = CommentedMap(
+                    (n, t) for n, t in tasks.items() if n != name)
+                part["tasks"].lc.data = tasks.lc.data
+                tasks = part["tasks"]
+    for key in ("timezone", "schedule", "defaults"):
+        value = document.get(key)
+        if (key == "defaults" and isinstance(value, Mapping)) or isinstance(value, str):
+            part[key] = value
+    return part
+
+
+def _meaning_errors(document: Any, path: str) -> list[SpecError]:
+    return list(_find_meaning_errors(document, path))
+
+
+def _find_meaning_errors(document: Any, path: str) -> Iterator[SpecError]:
     tasks = document["tasks"]
     for name, task in tasks.items():
         for i, need in enumerate(task.get("needs") or ()):

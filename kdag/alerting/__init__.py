@@ -1,0 +1,65 @@
+"""Failure alerts, sent from an outbox so a failing webhook never loses one.
+
+The engine writes an `alerts` row in the same transaction as the failure it
+reports. The controller's loop calls `send_due_alerts`, which hands each due
+row to the notifier: sent rows are marked, failed ones are tried again later
+with a growing delay, for up to a day. Sending never raises into the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from kdag.db.schema import alerts
+from kdag.errors import KdagError
+
+logger = logging.getLogger(__name__)
+GIVE_UP_AFTER = timedelta(days=1)
+MAX_DELAY = timedelta(minutes=10)
+
+
+class Notifier(Protocol):
+    def send(self, alert: dict[str, Any]) -> None:
+        """Deliver one alert; raise TemporaryError if it should be tried again."""
+        ...
+
+
+def send_due_alerts(db: sa.Engine, notifier: Notifier, now: datetime) -> int:
+    """Send every due alert; return how many went out."""
+    with db.connect() as conn:
+        due = conn.execute(sa.select(alerts).where(
+            alerts.c.sent_at.is_(None), alerts.c.next_try_at <= now,
+        ).order_by(alerts.c.id).limit(50)).all()
+    sent = 0
+    for row in due:
+        try:
+            notifier.send(row.payload)
+        except KdagError as error:
+            _record_failure(db, row, now, str(error))
+            continue
+        with db.begin() as conn:
+            conn.execute(alerts.update().where(alerts.c.id == row.id).values(
+                sent_at=now, tries=row.tries + 1, last_error=None))
+        logger.info("alert sent: %s dag=%s run=%s", row.payload.get("kind"),
+                    row.payload.get("dag"), row.payload.get("run_id"))
+        sent += 1
+    return sent
+
+
+def _record_failure(db: sa.Engine, row: Any, now: datetime, error: str) -> None:
+    tries = row.tries + 1
+    delay = min(timedelta(seconds=5 * 2 ** min(tries, 10)), MAX_DELAY)
+    gave_up = now - row.created_at > GIVE_UP_AFTER
+    with db.begin() as conn:
+        conn.execute(alerts.update().where(alerts.c.id == row.id).values(
+            tries=tries, next_try_at=now + delay, last_error=error,
+            sent_at=now if gave_up else None))
+    if gave_up:
+        logger.error("alert given up after %s tries: %s: %s", tries, row.id, error)
+    else:
+        logger.warning("alert not sent (try %s), retrying in %ss: %s",
+                       tries, int(delay.total_seconds()), error)

@@ -1,0 +1,90 @@
+"""Turn cron schedules into runs: each due tick exactly once.
+
+For every active DAG with a schedule, the ticks due are the fire times after
+the DAG's last scheduled run (or, for a DAG never run, after the moment it was
+first seen: its `schedule_anchor`) up to now. With `catchup: false` only the
+latest of them becomes a run; with `catchup: true` every one does.
+
+A tick becomes a run through an insert that ignores a conflict on the unique
+key (dag, logical_date): a restart, or a second controller, that sees the same
+tick again creates nothing, and that is never an error.
+
+Concurrency when a tick comes while a run of the DAG is still going:
+`allow` starts another, `forbid` skips the tick (it is logged and the anchor
+moves past it), `replace` cancels the running one first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from kdag.db.schema import dags, runs
+from kdag.engine import ACTIVE_RUN, Engine, iso
+from kdag.specs.cron import fire_times
+
+logger = logging.getLogger(__name__)
+CATCHUP_LIMIT = 1000  # ticks at most per DAG and step, so one DAG cannot stall the loop
+
+
+def schedule_due_runs(
+    engine: Engine, now: datetime, *, cancel: Callable[[int], None] | None = None
+) -> int:
+    """Create the runs due by `now`; return how many were created."""
+    with engine.db.connect() as conn:
+        candidates = conn.execute(
+            sa.select(dags).where(dags.c.is_active, dags.c.version_id.is_not(None))
+        ).all()
+    created = 0
+    for dag in candidates:
+        spec = engine.spec_of(dag.version_id)
+        if spec.schedule:
+            created += _schedule_dag(engine, dag, now, cancel)
+    return created
+
+
+def _schedule_dag(
+    engine: Engine, dag: sa.Row, now: datetime, cancel: Callable[[int], None] | None
+) -> int:
+    spec = engine.spec_of(dag.version_id)
+    assert spec.schedule is not None
+    with engine.db.begin() as conn:
+        last = conn.execute(sa.select(sa.func.max(runs.c.logical_date)).where(
+            runs.c.dag == dag.name, runs.c.trigger == "schedule")).scalar()
+        after = max(last, dag.schedule_anchor) if last else dag.schedule_anchor
+        ticks = []
+        for tick in fire_times(spec.schedule, spec.timezone, after=after, until=now):
+            ticks.append(tick)
+            if len(ticks) > CATCHUP_LIMIT:
+                ticks.pop(0)
+        if not ticks:
+            return 0
+        starts = [after, *ticks[:-1]]
+        due = list(zip(starts, ticks, strict=True))
+        if not spec.catchup:
+            due = due[-1:]
+
+        # Apply the concurrency policy against the runs still going.
+        active = conn.execute(sa.select(runs.c.id).where(
+            runs.c.dag == dag.name, runs.c.state.in_(ACTIVE_RUN))).scalars().all()
+        if active and spec.concurrency == "forbid":
+            conn.execute(dags.update().where(dags.c.name == dag.name).values(
+                schedule_anchor=due[-1][1]))
+            logger.info("tick skipped, a run is still going (concurrency: forbid): "
+                        "dag=%s logical_date=%s", dag.name, iso(due[-1][1]))
+            return 0
+        if active and spec.concurrency == "replace" and cancel is not None:
+            for run_id in active:
+                cancel(run_id)
+
+        created = 0
+        for start, tick in due:
+            run_id = engine.create_run(
+                conn, version_id=dag.version_id, logical_date=tick,
+                interval=(start, tick), trigger="schedule",
+            )
+            created += run_id is not None
+    return created
