@@ -152,8 +152,10 @@ def _load_or_exit(file: Path) -> Any:
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--task", "only", multiple=True, help="run only this task (repeatable)")
+@click.option("--db-url", default="sqlite://",
+              help="keep the run's records in this database [default: in memory]")
 @click.option("-v", "--verbose", is_flag=True, help="log kdag's own steps too")
-def run(file: Path, only: tuple[str, ...], verbose: bool) -> None:
+def run(file: Path, only: tuple[str, ...], db_url: str, verbose: bool) -> None:
     """Run a DAG here and now with local processes; exit 0 if every task succeeded."""
     from kdag.localrun import run_file
 
@@ -163,7 +165,7 @@ def run(file: Path, only: tuple[str, ...], verbose: bool) -> None:
     if unknown:
         raise click.UsageError(f"no task named {', '.join(map(repr, unknown))} in "
                                f"{spec.name} (tasks: {', '.join(spec.tasks)})")
-    is_success = run_file(file, only=only, echo=click.echo)
+    is_success = run_file(file, only=only, echo=click.echo, db_url=db_url)
     sys.exit(0 if is_success else 1)
 
 

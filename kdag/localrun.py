@@ -27,7 +27,11 @@ COLOURS = itertools.cycle(["cyan", "magenta", "yellow", "green", "blue", "bright
 
 
 def run_file(
-    file: Path, *, only: tuple[str, ...] = (), echo: Callable[[str], None] = print
+    file: Path,
+    *,
+    only: tuple[str, ...] = (),
+    echo: Callable[[str], None] = print,
+    db_url: str = "sqlite://",
 ) -> bool:
     """Run the DAG in `file` (or only some of its tasks); return whether it succeeded."""
     import click
@@ -36,8 +40,8 @@ def run_file(
     if only:
         source = _only_tasks(source, only)
     with tempfile.TemporaryDirectory(prefix="kdag-run-") as scratch:
-        settings = Settings(data_dir=Path(scratch), db_url="sqlite://")
-        db = kdb.connect("sqlite://")
+        settings = Settings(data_dir=Path(scratch), db_url=db_url)
+        db = kdb.connect(db_url)
         kdb.migrate(db)
         colours: dict[str, str] = {}
         lock = threading.Lock()
@@ -61,6 +65,7 @@ def run_file(
             raise
         _summarise(db, run_id, echo)
         controller.engine.launcher.close()
+        db.dispose()
         return bool(state == "succeeded")
 
 

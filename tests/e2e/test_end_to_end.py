@@ -1,0 +1,140 @@
+"""The whole slice at once, through real parts: a DAG in a real git repository
+made in a temp folder, the controller with the local launcher (real
+processes), logs in a file store, the JSON API through Flask's test client,
+SQLite and PostgreSQL, and Slack alerts posted by slack-sdk to a local HTTP
+receiver. Nothing is emulated but Slack's server."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kdag.controller import Controller, build_controller
+from kdag.engine import trigger_run
+from kdag.settings import Settings
+from kdag.web import create_app
+from tests.fakes.slack_receiver import SlackReceiver
+
+DAG = """\
+name: e2e
+description: A DAG with a task that keeps failing
+defaults:
+  image: busybox
+  retries: 2
+  retryDelay: 0s
+tasks:
+  extract:
+    command: [sh, -c, "echo extracting for run $(KDAG_RUN_ID) attempt $KDAG_ATTEMPT"]
+  flaky:
+    command: [sh, -c, "echo boom on attempt $KDAG_ATTEMPT >&2; exit 3"]
+    needs: [extract]
+  load:
+    command: ["true"]
+    needs: [flaky]
+  side:
+    command: [sh, -c, "echo side work"]
+    retries: 0
+"""
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def dag_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "dags-repo"
+    (repo / "dags").mkdir(parents=True)
+    git(repo, "init", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "t")
+    (repo / "dags" / "e2e.yaml").write_text(DAG)
+    git(repo, "add", ".")
+    git(repo, "commit", "-m", "add the e2e DAG")
+    return repo
+
+
+@pytest.fixture
+def running(
+    db_url: str, dag_repo: Path, tmp_path: Path
+) -> Iterator[tuple[Controller, SlackReceiver]]:
+    with SlackReceiver() as slack:
+        settings = Settings(
+            data_dir=tmp_path / "kdag", db_url=db_url, repo=str(dag_repo), path="dags",
+            slack_webhook_url=slack.url, base_url="http://kdag.test",
+        )
+        controller = build_controller(settings)
+        controller.step()  # the first step syncs git, before the loop starts
+        stop = threading.Event()
+        loop = threading.Thread(target=controller.run, args=(stop,), daemon=True)
+        loop.start()
+        try:
+            yield controller, slack
+        finally:
+            stop.set()
+            controller.wake.set()
+            loop.join(timeout=30)
+            controller.db.dispose()
+
+
+def test_a_failing_task_retries_blocks_its_downstream_and_alerts_slack(
+    running: tuple[Controller, SlackReceiver],
+) -> None:
+    controller, slack = running
+    app = create_app(db=controller.db, logs=controller.logs, trigger=_trigger(controller),
+                     base_url="http://kdag.test")
+    client = app.test_client()
+
+    # The DAG arrived through git sync; trigger it through the API.
+    answer = client.post("/api/v1/dags/e2e/runs")
+    assert answer.status_code == 201
+    run_id = answer.get_json()["id"]
+
+    # Slack hears about the task that failed for good, then about the run.
+    first, second = slack.next_message(60), slack.next_message(60)
+    texts = first["text"] + second["text"]
+    assert "flaky" in first["text"] and "attempt 3" in first["text"]
+    assert "exit code 3" in first["text"]
+    assert f"http://kdag.test/runs/{run_id}" in texts
+    assert f"run {run_id} failed" in second["text"]
+
+    # The API's view of the run.
+    run = client.get(f"/api/v1/runs/{run_id}").get_json()
+    assert run["state"] == "failed"
+    states = {t["name"]: t["state"] for t in run["tasks"]}
+    assert states == {"extract": "succeeded", "flaky": "failed",
+                      "load": "upstream_failed", "side": "succeeded"}
+    flaky = _task(run, "flaky")
+    assert [a["exit_code"] for a in flaky["attempts"]] == [3, 3, 3]
+    assert {a["reason"] for a in flaky["attempts"]} == {"Error"}
+    assert all(a["log_uri"].startswith("file://") for a in flaky["attempts"])
+    assert _task(run, "load")["attempts"] == []
+
+    # Every attempt's log is in the store, readable through the API.
+    for number in (1, 2, 3):
+        log = client.get(f"/api/v1/runs/{run_id}/tasks/flaky/attempts/{number}/log")
+        assert log.status_code == 200
+        assert f"boom on attempt {number}" in log.get_data(as_text=True)
+    latest = client.get(f"/api/v1/runs/{run_id}/tasks/extract/log").get_data(as_text=True)
+    assert f"extracting for run {run_id} attempt 1" in latest
+    uri = _task(run, "extract")["attempts"][0]["log_uri"]
+    assert Path(uri.removeprefix("file://")).read_text() == latest
+
+
+def _trigger(controller: Controller) -> Any:
+    def trigger(dag: str) -> int:
+        with controller.db.begin() as conn:
+            run_id = trigger_run(conn, dag, now=controller.engine.clock())
+        controller.wake.set()
+        return run_id
+
+    return trigger
+
+
+def _task(run: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(t for t in run["tasks"] if t["name"] == name)
