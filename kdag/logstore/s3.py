@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -39,7 +40,7 @@ class S3Backend:
                 self._object(key),
                 ExtraArgs={"ContentType": "text/plain; charset=utf-8"},
             )
-        except (BotoCoreError, ClientError, OSError) as error:
+        except (Boto3Error, BotoCoreError, ClientError, OSError) as error:
             raise TemporaryError(f"cannot upload {self.uri(key)}: {error}") from error
 
     def get(self, key: str) -> bytes:
