@@ -141,11 +141,10 @@ class Controller:
         return bool(orphans)
 
     def _busy_log_keys(self) -> set[str]:
-        prefix = self.logs.uri("")
         with self.db.connect() as conn:
             uris = conn.execute(sa.select(attempts.c.log_uri).where(
                 attempts.c.state == "running")).scalars().all()
-        return {uri.removeprefix(prefix) for uri in uris}
+        return {self.logs.key_of(uri) for uri in uris}
 
 
 def _is_gone(controller: Any, now: datetime) -> bool:

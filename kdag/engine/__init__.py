@@ -36,7 +36,7 @@ from kdag.errors import KdagError, NotFound
 from kdag.launching import AttemptEnded, Launch, Launcher
 from kdag.launching.pods import pod_labels, pod_name
 from kdag.logstore import LogStore, log_key
-from kdag.specs.model import DagSpec
+from kdag.specs.model import DagSpec, EnvValue, TaskSpec
 from kdag.specs.parsing import parse_dag
 
 logger = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ class Engine:
             attempt=number,
             name=pod_name(run.dag, row.name, run.id, number),
             spec=task,
-            env={**task.env, **_kdag_env(run, row.name, number)},
+            env=_environment(task, run, number),
             namespace=task.namespace or self.default_namespace,
             labels=pod_labels(run.dag, run.id, row.name, number),
             log_key=key,
@@ -509,6 +509,12 @@ def trigger_run(conn: sa.Connection, dag: str, *, now: datetime) -> int:
         if run_id is not None:
             return run_id
     raise AssertionError("could not find a free logical date")
+
+
+def _environment(task: TaskSpec, run: Any, attempt: int) -> dict[str, EnvValue]:
+    """kdag's variables first, so the task's own values can refer to them."""
+    ours: dict[str, EnvValue] = dict(_kdag_env(run, task.name, attempt))
+    return {**ours, **{k: v for k, v in task.env.items() if k not in ours}}
 
 
 def _kdag_env(run: Any, task: str, attempt: int) -> dict[str, str]:

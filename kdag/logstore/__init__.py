@@ -52,6 +52,10 @@ class LogStore:
     def uri(self, key: str) -> str:
         return self.backend.uri(key)
 
+    def key_of(self, uri: str) -> str:
+        """Return the key of a URI this store gave out."""
+        return uri.removeprefix(self.backend.uri(""))
+
     def upload(self, key: str, *, keep_spool: bool = False) -> bool:
         """Store the spool file of `key`; return False if it stays pending."""
         path = self.spool_dir / key
@@ -107,7 +111,7 @@ class FileBackend:
             raise NotFound(f"no log at {self.uri(key)}") from error
 
     def uri(self, key: str) -> str:
-        return (self.root / key).resolve().as_uri()
+        return f"{self.root.resolve().as_uri().rstrip('/')}/{key}"
 
 
 def open_store(uri: str, *, spool_dir: Path, s3_endpoint_url: str = "") -> LogStore:
