@@ -195,16 +195,21 @@ def test_two_controllers_never_launch_the_same_attempt(db: sa.Engine,
 
     # Both step at once; every task must have exactly one attempt.
     barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
 
     def step(harness: Harness) -> None:
         barrier.wait()
-        harness.engine.step()
+        try:
+            harness.engine.step()
+        except BaseException as error:  # noqa: BLE001 - asserted below
+            errors.append(error)
 
     threads = [threading.Thread(target=step, args=(h,)) for h in (first, second)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert errors == []
     for harness in (first, second):
         harness.engine.apply_reported()
     with db.connect() as conn:
