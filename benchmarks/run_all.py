@@ -12,6 +12,7 @@ Run: .venv/bin/python benchmarks/run_all.py
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import statistics
@@ -19,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -44,27 +45,40 @@ def bench_chain(scratch: Path, repeats: int = 5) -> None:
     for i in range(repeats):
         db_file = scratch / f"chain-{i}.db"
         start = time.perf_counter()
-        subprocess.run([KDAG, "run", str(dag), "--db-url", f"sqlite:///{db_file}"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [KDAG, "run", str(dag), "--db-url", f"sqlite:///{db_file}"],
+            check=True,
+            capture_output=True,
+        )
         walls.append(time.perf_counter() - start)
         engine = sa.create_engine(f"sqlite:///{db_file}")
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT a.started_at, a.ended_at FROM attempts a "
-                "JOIN tasks t ON t.id = a.task_id ORDER BY a.started_at")).all()
-            span = conn.execute(sa.text(
-                "SELECT created_at, ended_at FROM runs")).one()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT a.started_at, a.ended_at FROM attempts a "
+                    "JOIN tasks t ON t.id = a.task_id ORDER BY a.started_at"
+                )
+            ).all()
+            span = conn.execute(sa.text("SELECT created_at, ended_at FROM runs")).one()
         engine.dispose()
         times = [(parse(s), parse(e)) for s, e in rows]
-        gaps += [(b[0] - a[1]).total_seconds() for a, b in zip(times, times[1:])]
+        gaps += [(b[0] - a[1]).total_seconds() for a, b in itertools.pairwise(times)]
         span_s = (parse(span[1]) - parse(span[0])).total_seconds()
         engine_spans.append(span_s)
     print("20 chained `true` tasks, local launcher, `kdag run`:")
-    print(f"  whole command (process start to exit): median {statistics.median(walls):.3f} s"
-          f", max {max(walls):.3f} s over {repeats} runs")
-    print(f"  run created to run succeeded: median {statistics.median(engine_spans):.3f} s")
-    print(f"  task end to next task start: median {statistics.median(gaps) * 1000:.1f} ms"
-          f", p95 {sorted(gaps)[int(len(gaps) * 0.95)] * 1000:.1f} ms")
+    print(
+        "  whole command (process start to exit): "
+        f"median {statistics.median(walls):.3f} s"
+        f", max {max(walls):.3f} s over {repeats} runs"
+    )
+    print(
+        "  run created to run succeeded: "
+        f"median {statistics.median(engine_spans):.3f} s"
+    )
+    print(
+        f"  task end to next task start: median {statistics.median(gaps) * 1000:.1f} ms"
+        f", p95 {sorted(gaps)[int(len(gaps) * 0.95)] * 1000:.1f} ms"
+    )
 
 
 def parse(text: str) -> datetime:
@@ -75,15 +89,19 @@ def bench_startup(scratch: Path, repeats: int = 10) -> None:
     one = ROOT / "dags-example" / "hello.yaml"
     if not one.exists():
         one = scratch / "chain.yaml"
-    for label, argv in (("kdag --version", [KDAG, "--version"]),
-                        ("kdag validate ONE_FILE", [KDAG, "validate", str(one)])):
+    for label, argv in (
+        ("kdag --version", [KDAG, "--version"]),
+        ("kdag validate ONE_FILE", [KDAG, "validate", str(one)]),
+    ):
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
             subprocess.run(argv, check=True, capture_output=True)
             times.append(time.perf_counter() - start)
-        print(f"{label}: median {statistics.median(times):.3f} s, "
-              f"max {max(times):.3f} s over {repeats}")
+        print(
+            f"{label}: median {statistics.median(times):.3f} s, "
+            f"max {max(times):.3f} s over {repeats}"
+        )
 
 
 def pss_kib(pid: int) -> int:
@@ -94,8 +112,11 @@ def pss_kib(pid: int) -> int:
             text = Path(f"/proc/{child}/smaps_rollup").read_text()
         except FileNotFoundError:
             continue
-        total += next(int(line.split()[1]) for line in text.splitlines()
-                      if line.startswith("Pss:"))
+        total += next(
+            int(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("Pss:")
+        )
     return total
 
 
@@ -118,22 +139,38 @@ def bench_idle_memory(scratch: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [KDAG, "up", "--repo", str(ROOT), "--path", "dags-example", "--port", str(port),
-         "--data-dir", str(scratch / "up")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=scratch,
+        [
+            KDAG,
+            "up",
+            "--repo",
+            str(ROOT),
+            "--path",
+            "dags-example",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(scratch / "up"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=scratch,
     )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/dags", timeout=2)
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/v1/dags", timeout=2
+                )
                 break
             except OSError:
                 time.sleep(0.2)
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
         time.sleep(10)  # idle: let the loop tick a few times
-        print(f"kdag up, idle (controller + web, embedded defaults): PSS "
-              f"{pss_kib(process.pid) / 1024:.1f} MB (process tree)")
+        print(
+            f"kdag up, idle (controller + web, embedded defaults): PSS "
+            f"{pss_kib(process.pid) / 1024:.1f} MB (process tree)"
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)

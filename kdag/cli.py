@@ -19,20 +19,36 @@ from kdag.errors import ConfigError, KdagError, NotFound, SpecError, SpecErrors
 SHARED_FLAGS = [
     click.option("--db-url", help="SQLAlchemy URL [env KDAG_DB_URL; default SQLite]"),
     click.option("--logs-uri", help="file://DIR or s3://bucket/prefix [KDAG_LOGS_URI]"),
-    click.option("--data-dir", type=click.Path(path_type=Path),
-                 help="where the embedded defaults live [KDAG_DATA_DIR; .kdag]"),
+    click.option(
+        "--data-dir",
+        type=click.Path(path_type=Path),
+        help="where the embedded defaults live [KDAG_DATA_DIR; .kdag]",
+    ),
     click.option("--log-format", type=click.Choice(["text", "json"])),
     click.option("-v", "--verbose", is_flag=True, help="log per-step detail (DEBUG)"),
 ]
 CONTROLLER_FLAGS = [
-    click.option("--repo", help="git URL or local path of the DAG repository [KDAG_REPO]"),
+    click.option(
+        "--repo", help="git URL or local path of the DAG repository [KDAG_REPO]"
+    ),
     click.option("--branch", help="branch to follow [KDAG_BRANCH; main]"),
-    click.option("--path", help="folder of DAG files inside the repository [KDAG_PATH]"),
-    click.option("--poll-interval", "poll_interval_s", type=float,
-                 help="seconds between git fetches [KDAG_POLL_INTERVAL; 30]"),
-    click.option("--launcher", type=click.Choice(["local", "kubernetes"]),
-                 help="how tasks run [KDAG_LAUNCHER; local]"),
-    click.option("--slack-webhook-url", help="Slack incoming webhook [KDAG_SLACK_WEBHOOK_URL]"),
+    click.option(
+        "--path", help="folder of DAG files inside the repository [KDAG_PATH]"
+    ),
+    click.option(
+        "--poll-interval",
+        "poll_interval_s",
+        type=float,
+        help="seconds between git fetches [KDAG_POLL_INTERVAL; 30]",
+    ),
+    click.option(
+        "--launcher",
+        type=click.Choice(["local", "kubernetes"]),
+        help="how tasks run [KDAG_LAUNCHER; local]",
+    ),
+    click.option(
+        "--slack-webhook-url", help="Slack incoming webhook [KDAG_SLACK_WEBHOOK_URL]"
+    ),
     click.option("--base-url", help="the UI's address, for links [KDAG_BASE_URL]"),
 ]
 WEB_FLAGS = [
@@ -79,9 +95,13 @@ def validate(paths: tuple[Path, ...]) -> None:
             problems.append(SpecError(f"cannot read the file: {error}", path=str(file)))
             continue
         if spec.name in names:
-            problems.append(SpecError(
-                f"name: DAG {spec.name!r} is also defined in {names[spec.name]}",
-                path=str(file), field="name"))
+            problems.append(
+                SpecError(
+                    f"name: DAG {spec.name!r} is also defined in {names[spec.name]}",
+                    path=str(file),
+                    field="name",
+                )
+            )
         names.setdefault(spec.name, str(file))
     for problem in problems:
         click.echo(str(problem))
@@ -124,10 +144,12 @@ def next_(file: Path, count: int) -> None:
         click.echo(f"{spec.name}: no schedule (runs only when triggered)")
         return
     zone = ZoneInfo(spec.timezone)
-    click.echo(f"{spec.name}: {spec.schedule} ({describe(spec.schedule)}), "
-               f"in {spec.timezone}")
-    ticks = next_fire_times(spec.schedule, spec.timezone, after=datetime.now(UTC),
-                            count=count)
+    click.echo(
+        f"{spec.name}: {spec.schedule} ({describe(spec.schedule)}), in {spec.timezone}"
+    )
+    ticks = next_fire_times(
+        spec.schedule, spec.timezone, after=datetime.now(UTC), count=count
+    )
     for tick in ticks:
         local = tick.astimezone(zone)
         click.echo(f"  {local:%a %Y-%m-%d %H:%M %Z}   ({tick:%Y-%m-%d %H:%M} UTC)")
@@ -152,8 +174,11 @@ def _load_or_exit(file: Path) -> Any:
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--task", "only", multiple=True, help="run only this task (repeatable)")
-@click.option("--db-url", default="sqlite://",
-              help="keep the run's records in this database [default: in memory]")
+@click.option(
+    "--db-url",
+    default="sqlite://",
+    help="keep the run's records in this database [default: in memory]",
+)
 @click.option("-v", "--verbose", is_flag=True, help="log kdag's own steps too")
 def run(file: Path, only: tuple[str, ...], db_url: str, verbose: bool) -> None:
     """Run a DAG here and now with local processes; exit 0 if every task succeeded."""
@@ -163,8 +188,10 @@ def run(file: Path, only: tuple[str, ...], db_url: str, verbose: bool) -> None:
     spec = _load_or_exit(file)
     unknown = [t for t in only if t not in spec.tasks]
     if unknown:
-        raise click.UsageError(f"no task named {', '.join(map(repr, unknown))} in "
-                               f"{spec.name} (tasks: {', '.join(spec.tasks)})")
+        raise click.UsageError(
+            f"no task named {', '.join(map(repr, unknown))} in "
+            f"{spec.name} (tasks: {', '.join(spec.tasks)})"
+        )
     is_success = run_file(file, only=only, echo=click.echo, db_url=db_url)
     sys.exit(0 if is_success else 1)
 
@@ -212,8 +239,8 @@ def up(**flags: Any) -> None:
 def trigger(dag: str, **flags: Any) -> None:
     """Create a manual run of DAG now; the controller starts it."""
     settings = _settings(flags)
-    from kdag.serving import open_db
     from kdag.engine import trigger_run, utc_now
+    from kdag.serving import open_db
 
     db = open_db(settings)
     try:
@@ -221,7 +248,9 @@ def trigger(dag: str, **flags: Any) -> None:
             run_id = trigger_run(conn, dag, now=utc_now())
     except NotFound as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"run {run_id} of {dag} queued: {settings.effective_base_url}/runs/{run_id}")
+    click.echo(
+        f"run {run_id} of {dag} queued: {settings.effective_base_url}/runs/{run_id}"
+    )
 
 
 @main.command()
@@ -256,8 +285,10 @@ def _print_status(snapshot: dict[str, Any]) -> None:
             click.echo(f"  error: {dag['error']}")
         for run in dag["runs"]:
             states = " ".join(f"{t['name']}={t['state']}" for t in run["tasks"])
-            click.echo(f"  run {run['id']:>5} {run['state']:<10} "
-                       f"{run['logical_date']}  {states}")
+            click.echo(
+                f"  run {run['id']:>5} {run['state']:<10} "
+                f"{run['logical_date']}  {states}"
+            )
     if not snapshot["dags"]:
         click.echo("no DAGs yet")
 
@@ -292,8 +323,12 @@ def _run_until_signal(body: Any) -> None:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -304,8 +339,9 @@ def _setup_logging(log_format: str, level: int) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        )
     logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("werkzeug", "urllib3", "git", "botocore", "kubernetes"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

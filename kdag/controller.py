@@ -72,7 +72,9 @@ class Controller:
             did_work |= self._reap_orphans(now)
         if self.sync is not None and self._is_due("sync", now, self.poll_interval):
             did_work |= self.sync.sync(now) is not None
-        did_work |= schedule_due_runs(self.engine, now, cancel=self.engine.cancel_run) > 0
+        did_work |= (
+            schedule_due_runs(self.engine, now, cancel=self.engine.cancel_run) > 0
+        )
         did_work |= self.engine.step()
         if self.notifier is not None:
             did_work |= send_due_alerts(self.db, self.notifier, now) > 0
@@ -116,34 +118,63 @@ class Controller:
     def _heartbeat(self, now: datetime) -> None:
         me = self.engine.controller_id
         with self.db.begin() as conn:
-            seen = conn.execute(controllers.update().where(controllers.c.id == me)
-                                .values(heartbeat_at=now))
+            seen = conn.execute(
+                controllers.update()
+                .where(controllers.c.id == me)
+                .values(heartbeat_at=now)
+            )
             if seen.rowcount == 0:
-                conn.execute(controllers.insert().values(
-                    id=me, hostname=socket.gethostname(), pid=os.getpid(),
-                    started_at=now, heartbeat_at=now))
+                conn.execute(
+                    controllers.insert().values(
+                        id=me,
+                        hostname=socket.gethostname(),
+                        pid=os.getpid(),
+                        started_at=now,
+                        heartbeat_at=now,
+                    )
+                )
 
     def _reap_orphans(self, now: datetime) -> bool:
         """Fail the attempts of controllers that are gone, so their tasks retry."""
         with self.db.connect() as conn:
             alive = {row.id: row for row in conn.execute(sa.select(controllers))}
-            running = conn.execute(sa.select(attempts.c.id, attempts.c.controller_id)
-                                   .where(attempts.c.state == "running")).all()
-        orphans = [a for a in running
-                   if a.controller_id != self.engine.controller_id
-                   and _is_gone(alive.get(a.controller_id), now)]
+            running = conn.execute(
+                sa.select(attempts.c.id, attempts.c.controller_id).where(
+                    attempts.c.state == "running"
+                )
+            ).all()
+        orphans = [
+            a
+            for a in running
+            if a.controller_id != self.engine.controller_id
+            and _is_gone(alive.get(a.controller_id), now)
+        ]
         for attempt in orphans:
-            logger.warning("attempt %s lost with controller %s: failing it",
-                           attempt.id, attempt.controller_id)
-            self.engine.events.put(AttemptEnded(
-                attempt.id, False, None, "ControllerLost",
-                "the controller that ran this attempt stopped"))
+            logger.warning(
+                "attempt %s lost with controller %s: failing it",
+                attempt.id,
+                attempt.controller_id,
+            )
+            self.engine.events.put(
+                AttemptEnded(
+                    attempt.id,
+                    False,
+                    None,
+                    "ControllerLost",
+                    "the controller that ran this attempt stopped",
+                )
+            )
         return bool(orphans)
 
     def _busy_log_keys(self) -> set[str]:
         with self.db.connect() as conn:
-            uris = conn.execute(sa.select(attempts.c.log_uri).where(
-                attempts.c.state == "running")).scalars().all()
+            uris = (
+                conn.execute(
+                    sa.select(attempts.c.log_uri).where(attempts.c.state == "running")
+                )
+                .scalars()
+                .all()
+            )
         return {self.logs.key_of(uri) for uri in uris}
 
 
@@ -161,7 +192,9 @@ def _is_gone(controller: Any, now: datetime) -> bool:
 
 
 def _is_expected(error: Exception) -> bool:
-    return isinstance(error, KdagError | sa.exc.OperationalError | sa.exc.InterfaceError)
+    return isinstance(
+        error, KdagError | sa.exc.OperationalError | sa.exc.InterfaceError
+    )
 
 
 def new_controller_id() -> str:
@@ -179,8 +212,11 @@ def build_controller(
     if db is None:
         db = kdb.connect(settings.effective_db_url)
         kdb.with_retry(lambda: kdb.migrate(db))
-    logs = open_store(settings.effective_logs_uri, spool_dir=settings.data_dir / "spool",
-                      s3_endpoint_url=settings.s3_endpoint_url)
+    logs = open_store(
+        settings.effective_logs_uri,
+        spool_dir=settings.data_dir / "spool",
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
     events: queue.Queue[AttemptEnded] = queue.Queue()
     wake = threading.Event()
 
@@ -188,27 +224,42 @@ def build_controller(
         events.put(ended)
         wake.set()
 
-    launcher = make_launcher(settings.launcher, report=report, logs=logs,
-                             on_output=on_output)
+    launcher = make_launcher(
+        settings.launcher, report=report, logs=logs, on_output=on_output
+    )
     sync = _make_sync(settings, db)
     engine = Engine(
-        db, launcher, logs, events=events, controller_id=new_controller_id(),
-        default_namespace=settings.namespace, clock=clock,
+        db,
+        launcher,
+        logs,
+        events=events,
+        controller_id=new_controller_id(),
+        default_namespace=settings.namespace,
+        clock=clock,
         workdir_for=_workdir_finder(sync),
     )
     notifier = None
     if settings.slack_webhook_url:
         from kdag.alerting.slack import SlackNotifier
 
-        notifier = SlackNotifier(settings.slack_webhook_url,
-                                 base_url=settings.effective_base_url)
-    return Controller(engine=engine, logs=logs, wake=wake, sync=sync,
-                      notifier=notifier,
-                      poll_interval=timedelta(seconds=settings.poll_interval_s))
+        notifier = SlackNotifier(
+            settings.slack_webhook_url, base_url=settings.effective_base_url
+        )
+    return Controller(
+        engine=engine,
+        logs=logs,
+        wake=wake,
+        sync=sync,
+        notifier=notifier,
+        poll_interval=timedelta(seconds=settings.poll_interval_s),
+    )
 
 
 def make_launcher(
-    name: str, *, report: Callable[[AttemptEnded], None], logs: LogStore,
+    name: str,
+    *,
+    report: Callable[[AttemptEnded], None],
+    logs: LogStore,
     on_output: OutputLine | None = None,
 ) -> Launcher:
     if name == "kubernetes":
@@ -226,8 +277,12 @@ def _make_sync(settings: Settings, db: sa.Engine) -> Any:
     from kdag.gitsync import GitSync
     from kdag.gitsync.repo import Repository
 
-    repository = Repository(settings.repo, branch=settings.branch, path=settings.path,
-                            cache_dir=settings.data_dir / "git")
+    repository = Repository(
+        settings.repo,
+        branch=settings.branch,
+        path=settings.path,
+        cache_dir=settings.data_dir / "git",
+    )
     return GitSync(db, repository, repo_label=settings.repo, branch=settings.branch)
 
 

@@ -33,7 +33,7 @@ def run_file(
     echo: Callable[[str], None] = print,
     db_url: str = "sqlite://",
 ) -> bool:
-    """Run the DAG in `file` (or only some of its tasks); return whether it succeeded."""
+    """Run the DAG in `file` (or some of its tasks); return whether it succeeded."""
     import click
 
     source = file.read_text(encoding="utf-8")
@@ -48,7 +48,11 @@ def run_file(
 
         def on_output(launch: Launch, line: str) -> None:
             colour = colours.setdefault(launch.task, next(COLOURS))
-            tag = launch.task if launch.attempt == 1 else f"{launch.task}#{launch.attempt}"
+            tag = (
+                launch.task
+                if launch.attempt == 1
+                else f"{launch.task}#{launch.attempt}"
+            )
             with lock:
                 echo(f"{click.style(tag, fg=colour)} | {line}")
 
@@ -75,13 +79,28 @@ def _start(db: sa.Engine, source: str, path: str) -> int:
         from kdag.specs.parsing import parse_dag
 
         name = parse_dag(source, path).name
-        version_id = conn.execute(dag_versions.insert().values(
-            dag=name, commit="local", path=path, source=source, created_at=now,
-            digest=hashlib.sha256(source.encode()).hexdigest(),
-        ).returning(dag_versions.c.id)).scalar_one()
-        conn.execute(dags.insert().values(
-            name=name, path=path, version_id=version_id, is_active=True,
-            schedule_anchor=now, updated_at=now))
+        version_id = conn.execute(
+            dag_versions.insert()
+            .values(
+                dag=name,
+                commit="local",
+                path=path,
+                source=source,
+                created_at=now,
+                digest=hashlib.sha256(source.encode()).hexdigest(),
+            )
+            .returning(dag_versions.c.id)
+        ).scalar_one()
+        conn.execute(
+            dags.insert().values(
+                name=name,
+                path=path,
+                version_id=version_id,
+                is_active=True,
+                schedule_anchor=now,
+                updated_at=now,
+            )
+        )
         return trigger_run(conn, name, now=now)
 
 
@@ -91,7 +110,9 @@ def _drive(controller: Any, run_id: int, stop: threading.Event) -> str:
         controller.wake.clear()
         did_work = controller.step()
         with controller.db.connect() as conn:
-            state = conn.execute(sa.select(runs.c.state).where(runs.c.id == run_id)).scalar()
+            state = conn.execute(
+                sa.select(runs.c.state).where(runs.c.id == run_id)
+            ).scalar()
         if state not in ("queued", "running"):
             return str(state)
         if not did_work:
@@ -101,11 +122,18 @@ def _drive(controller: Any, run_id: int, stop: threading.Event) -> str:
 def _summarise(db: sa.Engine, run_id: int, echo: Callable[[str], None]) -> None:
     with db.connect() as conn:
         run = conn.execute(sa.select(runs).where(runs.c.id == run_id)).one()
-        rows = conn.execute(sa.select(tasks).where(tasks.c.run_id == run_id)
-                            .order_by(tasks.c.id)).all()
-        last = {a.task_id: a for a in conn.execute(
-            sa.select(attempts).join(tasks).where(tasks.c.run_id == run_id)
-            .order_by(attempts.c.number))}
+        rows = conn.execute(
+            sa.select(tasks).where(tasks.c.run_id == run_id).order_by(tasks.c.id)
+        ).all()
+        last = {
+            a.task_id: a
+            for a in conn.execute(
+                sa.select(attempts)
+                .join(tasks)
+                .where(tasks.c.run_id == run_id)
+                .order_by(attempts.c.number)
+            )
+        }
     echo("")
     for row in rows:
         attempt = last.get(row.id)

@@ -52,8 +52,11 @@ def _schedule_dag(
     spec = engine.spec_of(dag.version_id)
     assert spec.schedule is not None
     with engine.db.begin() as conn:
-        last = conn.execute(sa.select(sa.func.max(runs.c.logical_date)).where(
-            runs.c.dag == dag.name, runs.c.trigger == "schedule")).scalar()
+        last = conn.execute(
+            sa.select(sa.func.max(runs.c.logical_date)).where(
+                runs.c.dag == dag.name, runs.c.trigger == "schedule"
+            )
+        ).scalar()
         after = max(last, dag.schedule_anchor) if last else dag.schedule_anchor
         ticks = []
         for tick in fire_times(spec.schedule, spec.timezone, after=after, until=now):
@@ -68,13 +71,27 @@ def _schedule_dag(
             due = due[-1:]
 
         # Apply the concurrency policy against the runs still going.
-        active = conn.execute(sa.select(runs.c.id).where(
-            runs.c.dag == dag.name, runs.c.state.in_(ACTIVE_RUN))).scalars().all()
+        active = (
+            conn.execute(
+                sa.select(runs.c.id).where(
+                    runs.c.dag == dag.name, runs.c.state.in_(ACTIVE_RUN)
+                )
+            )
+            .scalars()
+            .all()
+        )
         if active and spec.concurrency == "forbid":
-            conn.execute(dags.update().where(dags.c.name == dag.name).values(
-                schedule_anchor=due[-1][1]))
-            logger.info("tick skipped, a run is still going (concurrency: forbid): "
-                        "dag=%s logical_date=%s", dag.name, iso(due[-1][1]))
+            conn.execute(
+                dags.update()
+                .where(dags.c.name == dag.name)
+                .values(schedule_anchor=due[-1][1])
+            )
+            logger.info(
+                "tick skipped, a run is still going (concurrency: forbid): "
+                "dag=%s logical_date=%s",
+                dag.name,
+                iso(due[-1][1]),
+            )
             return 0
         if active and spec.concurrency == "replace" and cancel is not None:
             for run_id in active:
@@ -83,8 +100,11 @@ def _schedule_dag(
         created = 0
         for start, tick in due:
             run_id = engine.create_run(
-                conn, version_id=dag.version_id, logical_date=tick,
-                interval=(start, tick), trigger="schedule",
+                conn,
+                version_id=dag.version_id,
+                logical_date=tick,
+                interval=(start, tick),
+                trigger="schedule",
             )
             created += run_id is not None
     return created

@@ -36,8 +36,11 @@ def serve_web(
     from kdag.web import create_app
 
     db = db or open_db(settings)
-    logs = open_store(settings.effective_logs_uri, spool_dir=settings.data_dir / "spool",
-                      s3_endpoint_url=settings.s3_endpoint_url)
+    logs = open_store(
+        settings.effective_logs_uri,
+        spool_dir=settings.data_dir / "spool",
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
 
     def trigger(dag: str) -> int:
         with db.begin() as conn:
@@ -45,8 +48,13 @@ def serve_web(
         on_trigger()
         return run_id
 
-    app = create_app(db=db, logs=logs, trigger=trigger, runs_shown=settings.runs_shown,
-                     base_url=settings.effective_base_url)
+    app = create_app(
+        db=db,
+        logs=logs,
+        trigger=trigger,
+        runs_shown=settings.runs_shown,
+        base_url=settings.effective_base_url,
+    )
     server = make_server(settings.host, settings.port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     thread.start()
@@ -62,9 +70,15 @@ def serve_all(settings: Settings, *, stop: threading.Event) -> None:
     db = open_db(settings)
     controller = build_controller(settings, db=db)
     web = threading.Thread(
-        target=serve_web, name="web-main", daemon=True,
-        kwargs={"settings": settings, "stop": stop, "db": db,
-                "on_trigger": controller.wake.set},
+        target=serve_web,
+        name="web-main",
+        daemon=True,
+        kwargs={
+            "settings": settings,
+            "stop": stop,
+            "db": db,
+            "on_trigger": controller.wake.set,
+        },
     )
     web.start()
     controller.run(stop)

@@ -104,7 +104,9 @@ def test_with_catchup_every_missed_tick_becomes_a_run(
     assert [r[1].day for r in scheduled(db)] == [1, 2, 3, 4, 5]
 
 
-def test_forbid_skips_a_tick_while_a_run_is_going(db: sa.Engine, tmp_path: Path) -> None:
+def test_forbid_skips_a_tick_while_a_run_is_going(
+    db: sa.Engine, tmp_path: Path
+) -> None:
     clock = Clock(utc(2024, 7, 1, 9))
     add_dag(db, DAILY_NY.format(catchup="false", concurrency="forbid"), now=clock.now)
     engine = make_engine(db, clock, tmp_path)
@@ -126,7 +128,8 @@ def test_a_dag_without_a_schedule_never_runs_by_itself(
 ) -> None:
     clock = Clock(utc(2024, 7, 1, 9))
     manual = DAILY_NY.format(catchup="false", concurrency="allow").replace(
-        'schedule: "0 6 * * *"\n', "")
+        'schedule: "0 6 * * *"\n', ""
+    )
     add_dag(db, manual, now=clock.now)
     clock.now = utc(2025, 7, 1)
     assert schedule_due_runs(make_engine(db, clock, tmp_path), clock.now) == 0

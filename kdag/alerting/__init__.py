@@ -31,9 +31,15 @@ class Notifier(Protocol):
 def send_due_alerts(db: sa.Engine, notifier: Notifier, now: datetime) -> int:
     """Send every due alert; return how many went out."""
     with db.connect() as conn:
-        due = conn.execute(sa.select(alerts).where(
-            alerts.c.sent_at.is_(None), alerts.c.next_try_at <= now,
-        ).order_by(alerts.c.id).limit(50)).all()
+        due = conn.execute(
+            sa.select(alerts)
+            .where(
+                alerts.c.sent_at.is_(None),
+                alerts.c.next_try_at <= now,
+            )
+            .order_by(alerts.c.id)
+            .limit(50)
+        ).all()
     sent = 0
     for row in due:
         try:
@@ -42,10 +48,17 @@ def send_due_alerts(db: sa.Engine, notifier: Notifier, now: datetime) -> int:
             _record_failure(db, row, now, str(error))
             continue
         with db.begin() as conn:
-            conn.execute(alerts.update().where(alerts.c.id == row.id).values(
-                sent_at=now, tries=row.tries + 1, last_error=None))
-        logger.info("alert sent: %s dag=%s run=%s", row.payload.get("kind"),
-                    row.payload.get("dag"), row.payload.get("run_id"))
+            conn.execute(
+                alerts.update()
+                .where(alerts.c.id == row.id)
+                .values(sent_at=now, tries=row.tries + 1, last_error=None)
+            )
+        logger.info(
+            "alert sent: %s dag=%s run=%s",
+            row.payload.get("kind"),
+            row.payload.get("dag"),
+            row.payload.get("run_id"),
+        )
         sent += 1
     return sent
 
@@ -55,11 +68,22 @@ def _record_failure(db: sa.Engine, row: Any, now: datetime, error: str) -> None:
     delay = min(timedelta(seconds=5 * 2 ** min(tries, 10)), MAX_DELAY)
     gave_up = now - row.created_at > GIVE_UP_AFTER
     with db.begin() as conn:
-        conn.execute(alerts.update().where(alerts.c.id == row.id).values(
-            tries=tries, next_try_at=now + delay, last_error=error,
-            sent_at=now if gave_up else None))
+        conn.execute(
+            alerts.update()
+            .where(alerts.c.id == row.id)
+            .values(
+                tries=tries,
+                next_try_at=now + delay,
+                last_error=error,
+                sent_at=now if gave_up else None,
+            )
+        )
     if gave_up:
         logger.error("alert given up after %s tries: %s: %s", tries, row.id, error)
     else:
-        logger.warning("alert not sent (try %s), retrying in %ss: %s",
-                       tries, int(delay.total_seconds()), error)
+        logger.warning(
+            "alert not sent (try %s), retrying in %ss: %s",
+            tries,
+            int(delay.total_seconds()),
+            error,
+        )

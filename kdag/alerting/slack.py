@@ -16,7 +16,9 @@ from kdag.errors import TemporaryError
 
 
 class SlackNotifier:
-    def __init__(self, webhook_url: str, *, base_url: str, timeout_s: float = 10) -> None:
+    def __init__(
+        self, webhook_url: str, *, base_url: str, timeout_s: float = 10
+    ) -> None:
         self.client = WebhookClient(webhook_url, timeout=int(timeout_s))
         self.base_url = base_url.rstrip("/")
 
@@ -24,10 +26,16 @@ class SlackNotifier:
         text, link = render(alert, self.base_url)
         blocks = [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {"type": "actions", "elements": [{
-                "type": "button", "text": {"type": "plain_text", "text": "Open in kdag"},
-                "url": link,
-            }]},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Open in kdag"},
+                        "url": link,
+                    }
+                ],
+            },
         ]
         try:
             answer = self.client.send(text=text, blocks=blocks)

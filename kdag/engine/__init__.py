@@ -100,8 +100,14 @@ class Engine:
         trigger: str,
     ) -> int | None:
         """Insert a run and its tasks; return its id, or None if the tick has one."""
-        return create_run(conn, version_id=version_id, logical_date=logical_date,
-                          interval=interval, trigger=trigger, now=self.clock())
+        return create_run(
+            conn,
+            version_id=version_id,
+            logical_date=logical_date,
+            interval=interval,
+            trigger=trigger,
+            now=self.clock(),
+        )
 
     def trigger(self, dag: str) -> int:
         """Create a manual run of the current version of `dag`; return its id."""
@@ -112,19 +118,34 @@ class Engine:
         """Cancel a run: tasks not started are canceled, running ones stopped."""
         now = self.clock()
         with self.db.begin() as conn:
-            done = conn.execute(runs.update().where(
-                runs.c.id == run_id, runs.c.state.in_(ACTIVE_RUN)
-            ).values(state="canceled", ended_at=now))
+            done = conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id, runs.c.state.in_(ACTIVE_RUN))
+                .values(state="canceled", ended_at=now)
+            )
             if done.rowcount != 1:
                 return
-            conn.execute(tasks.update().where(
-                tasks.c.run_id == run_id,
-                tasks.c.state.in_(("pending", "up_for_retry")),
-            ).values(state="canceled", updated_at=now))
-            running = conn.execute(sa.select(attempts.c.id).join(tasks).where(
-                tasks.c.run_id == run_id, attempts.c.state == "running",
-                attempts.c.controller_id == self.controller_id,
-            )).scalars().all()
+            conn.execute(
+                tasks.update()
+                .where(
+                    tasks.c.run_id == run_id,
+                    tasks.c.state.in_(("pending", "up_for_retry")),
+                )
+                .values(state="canceled", updated_at=now)
+            )
+            running = (
+                conn.execute(
+                    sa.select(attempts.c.id)
+                    .join(tasks)
+                    .where(
+                        tasks.c.run_id == run_id,
+                        attempts.c.state == "running",
+                        attempts.c.controller_id == self.controller_id,
+                    )
+                )
+                .scalars()
+                .all()
+            )
         logger.info("run canceled: run=%s", run_id)
         for attempt_id in running:
             self._stopping.add(attempt_id)
@@ -449,7 +470,7 @@ _SPECS: dict[tuple[str, int], DagSpec] = {}
 
 
 def spec_of(conn: sa.Connection, version_id: int) -> DagSpec:
-    """Return the parsed spec of a stored DAG version, cached (versions never change)."""
+    """Return the parsed spec of a stored DAG version (cached: they never change)."""
     key = (str(conn.engine.url), version_id)
     if key not in _SPECS:
         row = conn.execute(
@@ -473,22 +494,46 @@ def create_run(
         sa.select(dag_versions).where(dag_versions.c.id == version_id)
     ).one()
     spec = spec_of(conn, version_id)
-    insert = _insert_ignoring_conflict(conn, runs).values(
-        dag=version.dag, version_id=version_id, commit=version.commit,
-        logical_date=logical_date, data_interval_start=interval[0],
-        data_interval_end=interval[1], trigger=trigger, state="queued",
-        created_at=now,
-    ).returning(runs.c.id)
+    insert = (
+        _insert_ignoring_conflict(conn, runs)
+        .values(
+            dag=version.dag,
+            version_id=version_id,
+            commit=version.commit,
+            logical_date=logical_date,
+            data_interval_start=interval[0],
+            data_interval_end=interval[1],
+            trigger=trigger,
+            state="queued",
+            created_at=now,
+        )
+        .returning(runs.c.id)
+    )
     run_id = conn.execute(insert).scalar()
     if run_id is None:
         return None
-    conn.execute(tasks.insert(), [
-        {"run_id": run_id, "name": task.name, "state": "pending", "tries": 0,
-         "max_attempts": task.max_attempts, "updated_at": now}
-        for task in spec.tasks.values()
-    ])
-    logger.info("run created: dag=%s run=%s logical_date=%s trigger=%s commit=%s",
-                version.dag, run_id, iso(logical_date), trigger, version.commit[:12])
+    conn.execute(
+        tasks.insert(),
+        [
+            {
+                "run_id": run_id,
+                "name": task.name,
+                "state": "pending",
+                "tries": 0,
+                "max_attempts": task.max_attempts,
+                "updated_at": now,
+            }
+            for task in spec.tasks.values()
+        ],
+    )
+    logger.info(
+        "run created: dag=%s run=%s logical_date=%s trigger=%s commit=%s",
+        version.dag,
+        run_id,
+        iso(logical_date),
+        trigger,
+        version.commit[:12],
+    )
     return int(run_id)
 
 
@@ -503,8 +548,12 @@ def trigger_run(conn: sa.Connection, dag: str, *, now: datetime) -> int:
     for nudge in range(1000):  # two triggers in one microsecond: keep both
         moment = now + timedelta(microseconds=nudge)
         run_id = create_run(
-            conn, version_id=row.version_id, logical_date=moment,
-            interval=(moment, moment), trigger="manual", now=now,
+            conn,
+            version_id=row.version_id,
+            logical_date=moment,
+            interval=(moment, moment),
+            trigger="manual",
+            now=now,
         )
         if run_id is not None:
             return run_id

@@ -13,6 +13,7 @@ set.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -158,10 +159,8 @@ def _ending(attempt_id: int, code: int, stop_reason: str | None) -> AttemptEnded
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     if process.poll() is not None:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def _path_with_our_bin(env: Mapping[str, str] | None = None) -> str:

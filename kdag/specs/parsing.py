@@ -207,10 +207,12 @@ def _well_formed_part(document: Any) -> Any:
         part["tasks"] = tasks
         for name, task in list(tasks.items()):
             is_ok = isinstance(task, Mapping) and isinstance(
-                task.get("needs", CommentedSeq()), CommentedSeq)
+                task.get("needs", CommentedSeq()), CommentedSeq
+            )
             if not is_ok or not all(isinstance(n, str) for n in task.get("needs", ())):
                 part["tasks"] = CommentedMap(
-                    (n, t) for n, t in tasks.items() if n != name)
+                    (n, t) for n, t in tasks.items() if n != name
+                )
                 part["tasks"].lc.data = tasks.lc.data
                 tasks = part["tasks"]
     for key in ("timezone", "schedule", "defaults"):

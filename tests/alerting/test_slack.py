@@ -14,14 +14,25 @@ from kdag.db.schema import alerts
 from tests.fakes.slack_receiver import SlackReceiver
 
 NOW = datetime(2024, 7, 1, 12, tzinfo=UTC)
-TASK_FAILED = {"kind": "task_failed", "dag": "loans", "run_id": 7, "task": "extract",
-               "attempt": 3, "exit_code": 3, "reason": "Error", "message": ""}
+TASK_FAILED = {
+    "kind": "task_failed",
+    "dag": "loans",
+    "run_id": 7,
+    "task": "extract",
+    "attempt": 3,
+    "exit_code": 3,
+    "reason": "Error",
+    "message": "",
+}
 
 
 def enqueue(db: sa.Engine, payload: dict) -> None:
     with db.begin() as conn:
-        conn.execute(alerts.insert().values(payload=payload, created_at=NOW, tries=0,
-                                            next_try_at=NOW))
+        conn.execute(
+            alerts.insert().values(
+                payload=payload, created_at=NOW, tries=0, next_try_at=NOW
+            )
+        )
 
 
 def outbox(db: sa.Engine) -> list[sa.Row]:
@@ -67,8 +78,16 @@ def test_an_unreachable_webhook_is_recorded_not_raised(db: sa.Engine) -> None:
     with socket.socket() as probe:  # a port with nobody listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    enqueue(db, {"kind": "run_failed", "dag": "loans", "run_id": 9,
-                 "failed_tasks": ["extract"], "logical_date": "2024-07-01T10:00:00Z"})
+    enqueue(
+        db,
+        {
+            "kind": "run_failed",
+            "dag": "loans",
+            "run_id": 9,
+            "failed_tasks": ["extract"],
+            "logical_date": "2024-07-01T10:00:00Z",
+        },
+    )
     notifier = SlackNotifier(f"http://127.0.0.1:{port}/hook", base_url="http://ui")
 
     assert send_due_alerts(db, notifier, NOW) == 0

@@ -31,15 +31,20 @@ def test_migrating_twice_changes_nothing(db: sa.Engine) -> None:
 
 def test_times_come_back_as_aware_utc(db: sa.Engine) -> None:
     with db.begin() as conn:
-        conn.execute(alerts.insert().values(payload={"a": 1}, created_at=NOW, tries=0,
-                                            next_try_at=NOW))
+        conn.execute(
+            alerts.insert().values(
+                payload={"a": 1}, created_at=NOW, tries=0, next_try_at=NOW
+            )
+        )
     with db.connect() as conn:
         row = conn.execute(sa.select(alerts)).one()
     assert row.created_at == NOW and row.created_at.tzinfo is not None
     assert row.payload == {"a": 1}
 
 
-def test_two_sqlite_writers_at_once_never_see_database_is_locked(tmp_path: Path) -> None:
+def test_two_sqlite_writers_at_once_never_see_database_is_locked(
+    tmp_path: Path,
+) -> None:
     url = f"sqlite:///{tmp_path / 'k.db'}"
     first, second = kdb.connect(url), kdb.connect(url)  # as a controller and a web
     kdb.migrate(first)
@@ -52,9 +57,12 @@ def test_two_sqlite_writers_at_once_never_see_database_is_locked(tmp_path: Path)
             for _ in range(100):
                 with engine.begin() as conn:
                     conn.execute(sa.select(sa.func.count()).select_from(alerts))
-                    conn.execute(alerts.insert().values(
-                        payload={}, created_at=NOW, tries=0, next_try_at=NOW))
-        except BaseException as error:  # noqa: BLE001 - reported below
+                    conn.execute(
+                        alerts.insert().values(
+                            payload={}, created_at=NOW, tries=0, next_try_at=NOW
+                        )
+                    )
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=write, args=(e,)) for e in (first, second)]
@@ -64,7 +72,9 @@ def test_two_sqlite_writers_at_once_never_see_database_is_locked(tmp_path: Path)
         thread.join()
     assert errors == []
     with first.connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(alerts)).scalar() == 200
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(alerts)).scalar() == 200
+        )
 
 
 def test_a_dropped_postgresql_connection_costs_one_retry_not_a_failure(
@@ -77,18 +87,28 @@ def test_a_dropped_postgresql_connection_costs_one_retry_not_a_failure(
     # The server drops every connection, as a restart does.
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        dropped = conn.execute(sa.text(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name}).scalar()
+        dropped = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        ).scalar()
     admin.dispose()
     assert dropped >= 1
 
     def write() -> int:
         with engine.begin() as conn:
-            conn.execute(alerts.insert().values(payload={}, created_at=NOW, tries=0,
-                                                next_try_at=NOW))
-            return int(conn.execute(sa.select(sa.func.count()).select_from(alerts))
-                       .scalar_one())
+            conn.execute(
+                alerts.insert().values(
+                    payload={}, created_at=NOW, tries=0, next_try_at=NOW
+                )
+            )
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(alerts)
+                ).scalar_one()
+            )
 
     assert kdb.with_retry(write) == 1
     engine.dispose()

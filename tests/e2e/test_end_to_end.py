@@ -65,8 +65,12 @@ def running(
 ) -> Iterator[tuple[Controller, SlackReceiver]]:
     with SlackReceiver() as slack:
         settings = Settings(
-            data_dir=tmp_path / "kdag", db_url=db_url, repo=str(dag_repo), path="dags",
-            slack_webhook_url=slack.url, base_url="http://kdag.test",
+            data_dir=tmp_path / "kdag",
+            db_url=db_url,
+            repo=str(dag_repo),
+            path="dags",
+            slack_webhook_url=slack.url,
+            base_url="http://kdag.test",
         )
         controller = build_controller(settings)
         controller.step()  # the first step syncs git, before the loop starts
@@ -86,8 +90,12 @@ def test_a_failing_task_retries_blocks_its_downstream_and_alerts_slack(
     running: tuple[Controller, SlackReceiver],
 ) -> None:
     controller, slack = running
-    app = create_app(db=controller.db, logs=controller.logs, trigger=_trigger(controller),
-                     base_url="http://kdag.test")
+    app = create_app(
+        db=controller.db,
+        logs=controller.logs,
+        trigger=_trigger(controller),
+        base_url="http://kdag.test",
+    )
     client = app.test_client()
 
     # The DAG arrived through git sync; trigger it through the API.
@@ -107,8 +115,12 @@ def test_a_failing_task_retries_blocks_its_downstream_and_alerts_slack(
     run = client.get(f"/api/v1/runs/{run_id}").get_json()
     assert run["state"] == "failed"
     states = {t["name"]: t["state"] for t in run["tasks"]}
-    assert states == {"extract": "succeeded", "flaky": "failed",
-                      "load": "upstream_failed", "side": "succeeded"}
+    assert states == {
+        "extract": "succeeded",
+        "flaky": "failed",
+        "load": "upstream_failed",
+        "side": "succeeded",
+    }
     flaky = _task(run, "flaky")
     assert [a["exit_code"] for a in flaky["attempts"]] == [3, 3, 3]
     assert {a["reason"] for a in flaky["attempts"]} == {"Error"}
@@ -120,7 +132,9 @@ def test_a_failing_task_retries_blocks_its_downstream_and_alerts_slack(
         log = client.get(f"/api/v1/runs/{run_id}/tasks/flaky/attempts/{number}/log")
         assert log.status_code == 200
         assert f"boom on attempt {number}" in log.get_data(as_text=True)
-    latest = client.get(f"/api/v1/runs/{run_id}/tasks/extract/log").get_data(as_text=True)
+    latest = client.get(f"/api/v1/runs/{run_id}/tasks/extract/log").get_data(
+        as_text=True
+    )
     assert f"extracting for run {run_id} attempt 1" in latest
     uri = _task(run, "extract")["attempts"][0]["log_uri"]
     assert Path(uri.removeprefix("file://")).read_text() == latest

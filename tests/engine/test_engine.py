@@ -23,10 +23,13 @@ NOW = datetime(2024, 7, 1, 12, tzinfo=UTC)
 
 
 class Harness:
-    def __init__(self, db: sa.Engine, tmp_path: Path, controller_id: str = "c1") -> None:
+    def __init__(
+        self, db: sa.Engine, tmp_path: Path, controller_id: str = "c1"
+    ) -> None:
         self.db = db
-        self.logs: LogStore = open_store((tmp_path / "logs").as_uri(),
-                                         spool_dir=tmp_path / "spool")
+        self.logs: LogStore = open_store(
+            (tmp_path / "logs").as_uri(), spool_dir=tmp_path / "spool"
+        )
         self.events: queue.Queue[AttemptEnded] = queue.Queue()
         self.wake = threading.Event()
 
@@ -35,8 +38,9 @@ class Harness:
             self.wake.set()
 
         launcher = LocalLauncher(report=report, logs=self.logs)
-        self.engine = Engine(db, launcher, self.logs, events=self.events,
-                             controller_id=controller_id)
+        self.engine = Engine(
+            db, launcher, self.logs, events=self.events, controller_id=controller_id
+        )
 
     def trigger(self, source: str, dag: str) -> int:
         add_dag(self.db, source, now=NOW, path=f"dags/{dag}.yaml")
@@ -61,8 +65,11 @@ class Harness:
 
     def state(self, run_id: int) -> str:
         with self.db.connect() as conn:
-            return str(conn.execute(sa.select(runs.c.state).where(runs.c.id == run_id))
-                       .scalar_one())
+            return str(
+                conn.execute(
+                    sa.select(runs.c.state).where(runs.c.id == run_id)
+                ).scalar_one()
+            )
 
     def tasks(self, run_id: int) -> dict[str, sa.Row]:
         with self.db.connect() as conn:
@@ -71,9 +78,15 @@ class Harness:
 
     def attempts(self, run_id: int, task: str) -> list[sa.Row]:
         with self.db.connect() as conn:
-            return conn.execute(sa.select(attempts).join(tasks).where(
-                tasks.c.run_id == run_id, tasks.c.name == task,
-            ).order_by(attempts.c.number)).all()
+            return conn.execute(
+                sa.select(attempts)
+                .join(tasks)
+                .where(
+                    tasks.c.run_id == run_id,
+                    tasks.c.name == task,
+                )
+                .order_by(attempts.c.number)
+            ).all()
 
 
 def _idle(engine: Engine) -> float:
@@ -125,11 +138,17 @@ def test_a_failing_task_is_retried_then_blocks_what_needs_it(harness: Harness) -
     assert harness.run_to_end(run_id) == "failed"
 
     states = {n: r.state for n, r in harness.tasks(run_id).items()}
-    assert states == {"bad": "failed", "after": "upstream_failed",
-                      "later": "upstream_failed"}
+    assert states == {
+        "bad": "failed",
+        "after": "upstream_failed",
+        "later": "upstream_failed",
+    }
     tries = harness.attempts(run_id, "bad")
     assert [(a.number, a.exit_code, a.reason) for a in tries] == [
-        (1, 3, "Error"), (2, 3, "Error"), (3, 3, "Error")]
+        (1, 3, "Error"),
+        (2, 3, "Error"),
+        (3, 3, "Error"),
+    ]
     key = harness.logs.key_of(tries[1].log_uri)
     assert harness.logs.read(key) == b"try 2\n"
 
@@ -167,12 +186,14 @@ def test_commands_see_kdag_variables_expanded_as_kubernetes_does(
     assert log == b"vars show $(KDAG_RUN_ID) $(NOT_SET) hello-vars\n"
 
 
-def test_a_secret_missing_locally_fails_like_kubernetes(harness: Harness,
-                                                        monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+def test_a_secret_missing_locally_fails_like_kubernetes(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("WAREHOUSE_URL", raising=False)
-    body = ("  use:\n    command: ['true']\n"
-            "    env: {WAREHOUSE_URL: {secret: warehouse, key: url}}\n")
+    body = (
+        "  use:\n    command: ['true']\n"
+        "    env: {WAREHOUSE_URL: {secret: warehouse, key: url}}\n"
+    )
     run_id = harness.trigger(dag("secret", body), "secret")
     assert harness.run_to_end(run_id) == "failed"
     (only,) = harness.attempts(run_id, "use")
@@ -180,18 +201,20 @@ def test_a_secret_missing_locally_fails_like_kubernetes(harness: Harness,
 
 
 def test_a_command_that_does_not_exist_fails_with_start_error(harness: Harness) -> None:
-    run_id = harness.trigger(dag("nocmd", "  x: {command: [no-such-binary-here]}\n"),
-                             "nocmd")
+    run_id = harness.trigger(
+        dag("nocmd", "  x: {command: [no-such-binary-here]}\n"), "nocmd"
+    )
     assert harness.run_to_end(run_id) == "failed"
     assert harness.attempts(run_id, "x")[0].reason == "StartError"
 
 
-def test_two_controllers_never_launch_the_same_attempt(db: sa.Engine,
-                                                        tmp_path: Path) -> None:
+def test_two_controllers_never_launch_the_same_attempt(
+    db: sa.Engine, tmp_path: Path
+) -> None:
     first = Harness(db, tmp_path / "one", "c1")
     second = Harness(db, tmp_path / "two", "c2")
     body = "".join(f"  t{i}: {{command: ['true']}}\n" for i in range(10))
-    run_id = first.trigger(dag("claims", body), "claims")
+    first.trigger(dag("claims", body), "claims")
 
     # Both step at once; every task must have exactly one attempt.
     barrier = threading.Barrier(2)
@@ -201,7 +224,7 @@ def test_two_controllers_never_launch_the_same_attempt(db: sa.Engine,
         barrier.wait()
         try:
             harness.engine.step()
-        except BaseException as error:  # noqa: BLE001 - asserted below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=step, args=(h,)) for h in (first, second)]

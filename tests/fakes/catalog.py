@@ -12,19 +12,35 @@ from kdag.specs.parsing import parse_dag
 
 
 def add_dag(
-    db: sa.Engine, source: str, *, now: datetime, path: str = "dags/x.yaml",
+    db: sa.Engine,
+    source: str,
+    *,
+    now: datetime,
+    path: str = "dags/x.yaml",
     commit: str = "c0ffee",
 ) -> int:
     """Store `source` as the current version of its DAG; return the version id."""
     name = parse_dag(source, path).name
     with db.begin() as conn:
-        version_id = conn.execute(dag_versions.insert().values(
-            dag=name, commit=commit, path=path, source=source, created_at=now,
-            digest=hashlib.sha256(source.encode()).hexdigest(),
-        ).returning(dag_versions.c.id)).scalar_one()
+        version_id = conn.execute(
+            dag_versions.insert()
+            .values(
+                dag=name,
+                commit=commit,
+                path=path,
+                source=source,
+                created_at=now,
+                digest=hashlib.sha256(source.encode()).hexdigest(),
+            )
+            .returning(dag_versions.c.id)
+        ).scalar_one()
         exists = conn.execute(sa.select(dags.c.name).where(dags.c.name == name)).first()
-        values = {"path": path, "version_id": version_id, "is_active": True,
-                  "updated_at": now}
+        values = {
+            "path": path,
+            "version_id": version_id,
+            "is_active": True,
+            "updated_at": now,
+        }
         if exists:
             conn.execute(dags.update().where(dags.c.name == name).values(**values))
         else:

@@ -47,11 +47,15 @@ def test_a_file_store_keeps_the_log_under_its_uri(tmp_path: Path) -> None:
         store.read(log_key("d", 1, "t", 2))
 
 
-def test_an_s3_store_uploads_and_reads_back(s3_endpoint: str, aws_env: None,
-                                            tmp_path: Path) -> None:
+def test_an_s3_store_uploads_and_reads_back(
+    s3_endpoint: str, aws_env: None, tmp_path: Path
+) -> None:
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="logs-ok")
-    store = open_store("s3://logs-ok/kdag/prod", spool_dir=tmp_path / "spool",
-                       s3_endpoint_url=s3_endpoint)
+    store = open_store(
+        "s3://logs-ok/kdag/prod",
+        spool_dir=tmp_path / "spool",
+        s3_endpoint_url=s3_endpoint,
+    )
     key = log_key("d", 7, "t", 2)
     spool(store, key, "from S3\n")
 
@@ -59,7 +63,8 @@ def test_an_s3_store_uploads_and_reads_back(s3_endpoint: str, aws_env: None,
     assert store.uri(key) == "s3://logs-ok/kdag/prod/d/7/t/2.log"
     assert store.read(key) == b"from S3\n"
     raw = boto3.client("s3", endpoint_url=s3_endpoint).get_object(
-        Bucket="logs-ok", Key="kdag/prod/d/7/t/2.log")
+        Bucket="logs-ok", Key="kdag/prod/d/7/t/2.log"
+    )
     assert raw["Body"].read() == b"from S3\n"
     with pytest.raises(NotFound):
         store.read(log_key("d", 7, "t", 3))
@@ -68,8 +73,9 @@ def test_an_s3_store_uploads_and_reads_back(s3_endpoint: str, aws_env: None,
 def test_a_failed_upload_keeps_the_log_and_a_later_retry_sends_it(
     s3_endpoint: str, aws_env: None, tmp_path: Path
 ) -> None:
-    store = open_store("s3://logs-later", spool_dir=tmp_path / "spool",
-                       s3_endpoint_url=s3_endpoint)
+    store = open_store(
+        "s3://logs-later", spool_dir=tmp_path / "spool", s3_endpoint_url=s3_endpoint
+    )
     key = log_key("d", 1, "t", 1)
     spool(store, key, "precious\n")
 

@@ -17,46 +17,69 @@ def utc(*parts: int) -> datetime:
 
 
 def test_weekday_mornings_in_new_york_follow_the_offset_change() -> None:
-    ticks = next_fire_times("0 6 * * 1-5", "America/New_York",
-                            after=utc(2024, 3, 8), count=2)
+    ticks = next_fire_times(
+        "0 6 * * 1-5", "America/New_York", after=utc(2024, 3, 8), count=2
+    )
     assert ticks == [utc(2024, 3, 8, 11), utc(2024, 3, 11, 10)]  # EST, then EDT
 
 
 def test_a_time_skipped_by_spring_forward_fires_once_right_after_the_gap() -> None:
-    ticks = list(fire_times("30 2 * * *", "America/New_York",
-                            after=utc(2024, 3, 9), until=utc(2024, 3, 12)))
+    ticks = list(
+        fire_times(
+            "30 2 * * *",
+            "America/New_York",
+            after=utc(2024, 3, 9),
+            until=utc(2024, 3, 12),
+        )
+    )
     # 02:30 EST, then 03:00 EDT (02:30 did not exist), then 02:30 EDT
-    assert ticks == [utc(2024, 3, 9, 7, 30), utc(2024, 3, 10, 7), utc(2024, 3, 11, 6, 30)]
+    assert ticks == [
+        utc(2024, 3, 9, 7, 30),
+        utc(2024, 3, 10, 7),
+        utc(2024, 3, 11, 6, 30),
+    ]
 
 
 def test_a_time_repeated_by_fall_back_fires_only_once() -> None:
-    ticks = list(fire_times("30 1 * * *", "America/New_York",
-                            after=utc(2024, 11, 2, 12), until=utc(2024, 11, 4, 12)))
+    ticks = list(
+        fire_times(
+            "30 1 * * *",
+            "America/New_York",
+            after=utc(2024, 11, 2, 12),
+            until=utc(2024, 11, 4, 12),
+        )
+    )
     assert ticks == [utc(2024, 11, 3, 5, 30), utc(2024, 11, 4, 6, 30)]
 
 
 def test_fire_times_are_strictly_after_the_start_and_up_to_the_end() -> None:
-    ticks = list(fire_times("@hourly", "UTC", after=utc(2024, 1, 1, 1),
-                            until=utc(2024, 1, 1, 3)))
+    ticks = list(
+        fire_times("@hourly", "UTC", after=utc(2024, 1, 1, 1), until=utc(2024, 1, 1, 3))
+    )
     assert ticks == [utc(2024, 1, 1, 2), utc(2024, 1, 1, 3)]
 
 
-@pytest.mark.parametrize("expression", ["0 6 * * *", "*/15 * * * *", "@daily",
-                                        "0 0 1 * *", "5 4 * * sun"])
+@pytest.mark.parametrize(
+    "expression", ["0 6 * * *", "*/15 * * * *", "@daily", "0 0 1 * *", "5 4 * * sun"]
+)
 def test_valid_expressions_have_no_problem(expression: str) -> None:
     assert cron_problem(expression) is None
 
 
-@pytest.mark.parametrize("expression", ["0 25 * * *", "* * *", "@fortnightly",
-                                        "0 0 6 * * *", "every day"])
+@pytest.mark.parametrize(
+    "expression", ["0 25 * * *", "* * *", "@fortnightly", "0 0 6 * * *", "every day"]
+)
 def test_invalid_expressions_say_why(expression: str) -> None:
     assert cron_problem(expression)
 
 
-@pytest.mark.parametrize("zone", ["America/New_York", "Europe/London", "Asia/Kolkata",
-                                  "Australia/Sydney"])
-@pytest.mark.parametrize("expression", ["0 6 * * 1-5", "15 9 1,15 * *", "0 0 * * 0",
-                                        "45 23 * * *", "0 12 28 2 *"])
+@pytest.mark.parametrize(
+    "zone", ["America/New_York", "Europe/London", "Asia/Kolkata", "Australia/Sydney"]
+)
+@pytest.mark.parametrize(
+    "expression",
+    ["0 6 * * 1-5", "15 9 1,15 * *", "0 0 * * 0", "45 23 * * *", "0 12 28 2 *"],
+)
 def test_a_year_of_fire_times_agrees_with_cronsim(expression: str, zone: str) -> None:
     # Fixed times well away from the DST changes (which happen between 00:00
     # and 03:00) must agree exactly.

@@ -185,8 +185,14 @@ def test_every_problem_of_a_file_is_reported_in_line_order() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [(90, timedelta(seconds=90)), ("30s", timedelta(seconds=30)),
-     ("1h30m", timedelta(minutes=90)), ("2d", timedelta(days=2))],
+    [
+        (90, timedelta(seconds=90)),
+        ("30s", timedelta(seconds=30)),
+        ("1h30m", timedelta(minutes=90)),
+        ("2d", timedelta(days=2)),
+    ],
 )
-def test_durations_read_as_people_write_them(text: str | int, expected: timedelta) -> None:
+def test_durations_read_as_people_write_them(
+    text: str | int, expected: timedelta
+) -> None:
     assert parse_duration(text) == expected
