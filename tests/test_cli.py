@@ -1,0 +1,147 @@
+"""The `kdag` command through click's runner, and as a real process where the
+exit code and output of the installed entry point matter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from kdag.cli import main
+
+GOOD = "name: hello\ndefaults: {image: busybox}\ntasks:\n  a: {command: ['true']}\n"
+KDAG = str(Path(sys.executable).parent / "kdag")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_validate_passes_a_good_folder(runner: CliRunner, tmp_path: Path) -> None:
+    write(tmp_path, "dags/hello.yaml", GOOD)
+    result = runner.invoke(main, ["validate", str(tmp_path / "dags")])
+    assert result.exit_code == 0, result.output
+    assert "1 file(s) checked, 0 invalid" in result.output
+
+
+def test_validate_prints_every_problem_of_every_file_and_exits_1(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    write(tmp_path, "dags/good.yaml", GOOD)
+    write(tmp_path, "dags/typo.yaml", GOOD.replace("tasks:", "scheudle: x\ntasks:"))
+    write(tmp_path, "dags/not-yaml.yml", "tasks: [\n")
+    write(tmp_path, "dags/.hidden/skip.yaml", "garbage: [")
+    result = runner.invoke(main, ["validate", str(tmp_path / "dags")])
+
+    assert result.exit_code == 1
+    lines = [
+        line
+        for line in result.output.splitlines()
+        if ".yaml:" in line or ".yml:" in line
+    ]
+    assert f"{tmp_path}/dags/typo.yaml:3:1: scheudle: unknown field" in lines[1]
+    assert lines[0].startswith(f"{tmp_path}/dags/not-yaml.yml:")
+    assert "3 file(s) checked, 2 invalid" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_reports_two_files_claiming_one_dag(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    write(tmp_path, "a.yaml", GOOD)
+    write(tmp_path, "b.yaml", GOOD)
+    result = runner.invoke(main, ["validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "b.yaml:1:1: name: DAG 'hello' is also defined in" in result.output
+
+
+def test_validate_of_a_missing_path_is_a_one_line_error(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    result = runner.invoke(main, ["validate", str(tmp_path / "nope")])
+    assert result.exit_code == 1
+    assert "no such file or folder" in result.output
+
+
+def test_run_prefixes_task_output_and_exits_0_on_success(tmp_path: Path) -> None:
+    dag = write(tmp_path, "d.yaml", GOOD.replace("['true']", "[echo, hi from a]"))
+    done = subprocess.run(
+        [KDAG, "run", str(dag)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a | hi from a" in done.stdout
+    assert "run succeeded" in done.stdout
+
+
+def test_run_exits_1_when_a_task_fails(tmp_path: Path) -> None:
+    dag = write(tmp_path, "d.yaml", GOOD.replace("['true']", "[sh, -c, 'exit 3']"))
+    done = subprocess.run(
+        [KDAG, "run", str(dag)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert "exit code 3" in done.stdout
+
+
+def test_run_with_task_runs_only_that_task(tmp_path: Path) -> None:
+    text = GOOD + "  b: {command: [echo, only b], needs: [a]}\n"
+    text += "  c: {command: [sh, -c, 'exit 1'], needs: [b]}\n"
+    dag = write(tmp_path, "d.yaml", text)
+    done = subprocess.run(
+        [KDAG, "run", str(dag), "--task", "b"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "b | only b" in done.stdout
+    assert " a " not in done.stdout.split("b | only b")[1].split("run ")[0]
+
+
+def test_run_with_an_unknown_task_says_which_exist(tmp_path: Path) -> None:
+    dag = write(tmp_path, "d.yaml", GOOD)
+    done = subprocess.run(
+        [KDAG, "run", str(dag), "--task", "zz"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "no task named 'zz'" in done.stderr and "tasks: a" in done.stderr
+
+
+def test_next_shows_fire_times_in_words_and_local_time(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    dag = write(
+        tmp_path,
+        "d.yaml",
+        GOOD.replace(
+            "tasks:", 'schedule: "0 6 * * 1-5"\ntimezone: America/New_York\ntasks:'
+        ),
+    )
+    result = runner.invoke(main, ["next", str(dag), "-n", "3"])
+    assert result.exit_code == 0, result.output
+    assert "06:00 AM" in result.output or "6:00 AM" in result.output
+    assert result.output.count(" 06:00 E") == 3  # EST or EDT
+
+
+def test_version_answers(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and "kdag, version" in result.output
+
+
+def test_a_bad_setting_is_a_usage_error(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["status"], env={"KDAG_LAUNCHER": "docker"})
+    assert result.exit_code == 2
+    assert "launcher must be one of" in result.output
