@@ -114,11 +114,15 @@ def validate(paths: tuple[Path, ...]) -> None:
 
 
 def _dag_files(paths: tuple[Path, ...]) -> Iterator[Path]:
+    from kdag.specs.discovery import IGNORE_FILE, ignore_patterns, is_dag_file
+
     for path in paths:
         if path.is_dir():
+            ignore = path / IGNORE_FILE
+            patterns = ignore_patterns(ignore.read_text()) if ignore.exists() else []
             for found in sorted(path.rglob("*")):
-                hidden = any(p.startswith(".") for p in found.relative_to(path).parts)
-                if found.suffix in (".yaml", ".yml") and found.is_file() and not hidden:
+                relative = found.relative_to(path).as_posix()
+                if found.is_file() and is_dag_file(relative, patterns):
                     yield found
         elif path.exists():
             yield path
