@@ -236,7 +236,7 @@ def build_controller(
         controller_id=new_controller_id(),
         default_namespace=settings.namespace,
         clock=clock,
-        workdir_for=_workdir_finder(sync),
+        workdir_for=_workdir_finder(sync if settings.launcher == "local" else None),
     )
     notifier = None
     if settings.slack_webhook_url:
@@ -288,8 +288,10 @@ def _make_sync(settings: Settings, db: sa.Engine) -> Any:
 
 def _workdir_finder(sync: Any) -> Callable[[str, str], Path | None]:
     def find(commit: str, path: str) -> Path | None:
-        if sync is None or commit in ("", "local"):
+        if commit in ("", "local"):  # `kdag run FILE`: the file's own folder
             return Path(path).parent if path else None
+        if sync is None:
+            return None
         return Path(sync.repository.checkout(commit)) / Path(path).parent
 
     return find

@@ -54,6 +54,7 @@ dags = sa.Table(
         "version_id", sa.Integer, sa.ForeignKey("dag_versions.id"), nullable=True
     ),
     sa.Column("is_active", sa.Boolean, nullable=False, default=True),
+    sa.Column("commit", sa.String(64), nullable=True),  # the last commit synced
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("schedule_anchor", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),

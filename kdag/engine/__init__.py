@@ -292,24 +292,27 @@ class Engine:
                 .returning(attempts.c.id)
             ).scalar_one()
 
-        launch = Launch(
-            attempt_id=attempt_id,
-            dag=run.dag,
-            run_id=run.id,
-            task=row.name,
-            attempt=number,
-            name=pod_name(run.dag, row.name, run.id, number),
-            spec=task,
-            env=_environment(task, run, number),
-            namespace=task.namespace or self.default_namespace,
-            labels=pod_labels(run.dag, run.id, row.name, number),
-            log_key=key,
-            workdir=self.workdir_for(run.commit, spec.path),
-        )
+        # NB: from here on the attempt exists; any failure must end it, or it
+        # would stay "running" for ever.
         try:
+            launch = Launch(
+                attempt_id=attempt_id,
+                dag=run.dag,
+                run_id=run.id,
+                task=row.name,
+                attempt=number,
+                name=pod_name(run.dag, row.name, run.id, number),
+                spec=task,
+                env=_environment(task, run, number),
+                namespace=task.namespace or self.default_namespace,
+                labels=pod_labels(run.dag, run.id, row.name, number),
+                log_key=key,
+                workdir=self.workdir_for(run.commit, spec.path),
+            )
             external_id = self.launcher.start(launch)
-        except KdagError as error:
-            logger.warning(
+        except Exception as error:
+            log = logger.warning if isinstance(error, KdagError) else logger.exception
+            log(
                 "launch failed: dag=%s run=%s task=%s attempt=%s: %s",
                 run.dag,
                 run.id,
@@ -494,12 +497,13 @@ def create_run(
         sa.select(dag_versions).where(dag_versions.c.id == version_id)
     ).one()
     spec = spec_of(conn, version_id)
+    commit = _commit_of(conn, version)
     insert = (
         _insert_ignoring_conflict(conn, runs)
         .values(
             dag=version.dag,
             version_id=version_id,
-            commit=version.commit,
+            commit=commit,
             logical_date=logical_date,
             data_interval_start=interval[0],
             data_interval_end=interval[1],
@@ -532,9 +536,20 @@ def create_run(
         run_id,
         iso(logical_date),
         trigger,
-        version.commit[:12],
+        commit[:12],
     )
     return int(run_id)
+
+
+def _commit_of(conn: sa.Connection, version: Any) -> str:
+    """The commit a run records: the DAG's last synced commit while this version
+    is its current one (the content is the same there), else the version's own."""
+    synced = conn.execute(
+        sa.select(dags.c.commit).where(
+            dags.c.name == version.dag, dags.c.version_id == version.id
+        )
+    ).scalar()
+    return str(synced or version.commit)
 
 
 def trigger_run(conn: sa.Connection, dag: str, *, now: datetime) -> int:
