@@ -7,14 +7,16 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from kdag import __version__
 from kdag.errors import ConfigError, KdagError, NotFound, SpecError, SpecErrors
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 SHARED_FLAGS = [
     click.option("--db-url", help="SQLAlchemy URL [env KDAG_DB_URL; default SQLite]"),
@@ -57,8 +59,8 @@ WEB_FLAGS = [
 ]
 
 
-def with_flags(*groups: list[Any]) -> Any:
-    def decorate(command: Any) -> Any:
+def with_flags(*groups: list[Any]) -> Callable[[F], F]:
+    def decorate(command: F) -> F:
         for group in reversed(groups):
             for flag in reversed(group):
                 command = flag(command)
@@ -269,7 +271,10 @@ def status(as_json: bool, runs_shown: int, **flags: Any) -> None:
 
     db = open_db(settings)
     with db.connect() as conn:
-        snapshot = {"sync": sync_status(conn), "dags": list_dags(conn, runs_shown)}
+        snapshot: dict[str, Any] = {
+            "sync": sync_status(conn),
+            "dags": list_dags(conn, runs_shown),
+        }
         for dag in snapshot["dags"]:
             dag["runs"] = [get_run(conn, r["id"]) for r in dag["runs"]]
     if as_json:

@@ -24,7 +24,7 @@ import queue
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -168,7 +168,7 @@ class Controller:
 
     def _busy_log_keys(self) -> set[str]:
         with self.db.connect() as conn:
-            uris = (
+            uris: Sequence[str] = (
                 conn.execute(
                     sa.select(attempts.c.log_uri).where(attempts.c.state == "running")
                 )

@@ -79,7 +79,7 @@ def _start(db: sa.Engine, source: str, path: str) -> int:
         from kdag.specs.parsing import parse_dag
 
         name = parse_dag(source, path).name
-        version_id = conn.execute(
+        version_id: int = conn.execute(
             dag_versions.insert()
             .values(
                 dag=name,

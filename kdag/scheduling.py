@@ -17,8 +17,9 @@ moves past it), `replace` cancels the running one first.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -47,7 +48,10 @@ def schedule_due_runs(
 
 
 def _schedule_dag(
-    engine: Engine, dag: sa.Row, now: datetime, cancel: Callable[[int], None] | None
+    engine: Engine,
+    dag: sa.Row[Any],
+    now: datetime,
+    cancel: Callable[[int], None] | None,
 ) -> int:
     spec = engine.spec_of(dag.version_id)
     assert spec.schedule is not None
@@ -71,7 +75,7 @@ def _schedule_dag(
             due = due[-1:]
 
         # Apply the concurrency policy against the runs still going.
-        active = (
+        active: Sequence[int] = (
             conn.execute(
                 sa.select(runs.c.id).where(
                     runs.c.dag == dag.name, runs.c.state.in_(ACTIVE_RUN)
@@ -94,8 +98,8 @@ def _schedule_dag(
             )
             return 0
         if active and spec.concurrency == "replace" and cancel is not None:
-            for run_id in active:
-                cancel(run_id)
+            for active_id in active:
+                cancel(active_id)
 
         created = 0
         for start, tick in due:

@@ -19,4 +19,6 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 
 .venv/bin/ruff check kdag tests
+.venv/bin/ruff format --check kdag tests
+.venv/bin/mypy
 .venv/bin/pytest "$@"

@@ -24,7 +24,7 @@ class SlackNotifier:
 
     def send(self, alert: dict[str, Any]) -> None:
         text, link = render(alert, self.base_url)
-        blocks = [
+        blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
             {
                 "type": "actions",

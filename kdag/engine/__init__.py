@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ class Engine:
                 )
                 .values(state="canceled", updated_at=now)
             )
-            running = (
+            running: Sequence[int] = (
                 conn.execute(
                     sa.select(attempts.c.id)
                     .join(tasks)
@@ -277,7 +277,7 @@ class Engine:
             )
             if claimed.rowcount != 1:
                 return False
-            attempt_id = conn.execute(
+            attempt_id: int = conn.execute(
                 attempts.insert()
                 .values(
                     task_id=row.id,
@@ -450,7 +450,7 @@ class Engine:
     def _stop_overdue(self) -> bool:
         now = self.clock()
         with self.db.connect() as conn:
-            overdue = (
+            overdue: Sequence[int] = (
                 conn.execute(
                     sa.select(attempts.c.id).where(
                         attempts.c.state == "running",

@@ -31,7 +31,7 @@ MACROS = (
 
 def cron_problem(expression: str) -> str | None:
     """Return why `expression` is not a usable cron expression, or None."""
-    from croniter import croniter
+    from croniter import croniter  # type: ignore[import-untyped]
 
     text = expression.strip()
     if text.startswith("@"):

@@ -65,7 +65,7 @@ def _load_yaml(text: str, path: str) -> Any:
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
     yaml = YAML(typ="rt")
-    yaml.version = (1, 2)  # type: ignore[assignment]
+    yaml.version = (1, 2)
     try:
         document = yaml.load(text)
     except MarkedYAMLError as exc:
