@@ -244,7 +244,7 @@ def up(**flags: Any) -> None:
 @with_flags(SHARED_FLAGS)
 def trigger(dag: str, **flags: Any) -> None:
     """Create a manual run of DAG now; the controller starts it."""
-    settings = _settings(flags)
+    settings = _settings(flags, level=logging.WARNING)
     from kdag.engine import trigger_run, utc_now
     from kdag.serving import open_db
 
@@ -265,7 +265,7 @@ def trigger(dag: str, **flags: Any) -> None:
 @with_flags(SHARED_FLAGS)
 def status(as_json: bool, runs_shown: int, **flags: Any) -> None:
     """Show every DAG, its latest runs and the states of their tasks."""
-    settings = _settings(flags)
+    settings = _settings(flags, level=logging.WARNING)
     from kdag.reading import get_run, list_dags, sync_status
     from kdag.serving import open_db
 
@@ -305,7 +305,8 @@ def _print_status(snapshot: dict[str, Any]) -> None:
 # -- helpers ------------------------------------------------------------------
 
 
-def _settings(flags: dict[str, Any]) -> Any:
+def _settings(flags: dict[str, Any], *, level: int = logging.INFO) -> Any:
+    """Build the settings from flags and variables; set up logging at `level`."""
     from kdag.settings import Settings
 
     verbose = flags.pop("verbose", False)
@@ -313,7 +314,7 @@ def _settings(flags: dict[str, Any]) -> Any:
         settings = Settings.load(**flags)
     except ConfigError as error:
         raise click.UsageError(str(error)) from error
-    _setup_logging(settings.log_format, logging.DEBUG if verbose else logging.INFO)
+    _setup_logging(settings.log_format, logging.DEBUG if verbose else level)
     return settings
 
 
@@ -352,7 +353,7 @@ def _setup_logging(log_format: str, level: int) -> None:
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         )
     logging.basicConfig(level=level, handlers=[handler], force=True)
-    for noisy in ("werkzeug", "urllib3", "git", "botocore", "kubernetes"):
+    for noisy in ("werkzeug", "urllib3", "git", "botocore", "kubernetes", "alembic"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
