@@ -28,7 +28,7 @@ from kdag.engine import ACTIVE_RUN, Engine, iso
 from kdag.specs.cron import fire_times
 
 logger = logging.getLogger(__name__)
-CATCHUP_LIMIT = 1000  # ticks at most per DAG and step, so one DAG cannot stall the loop
+CATCHUP_LIMIT = 1000  # runs at most per DAG and step, so one DAG cannot stall the loop
 
 
 def schedule_due_runs(
@@ -62,11 +62,13 @@ def _schedule_dag(
             )
         ).scalar()
         after = max(last, dag.schedule_anchor) if last else dag.schedule_anchor
-        ticks = []
+        ticks: list[datetime] = []
         for tick in fire_times(spec.schedule, spec.timezone, after=after, until=now):
             ticks.append(tick)
-            if len(ticks) > CATCHUP_LIMIT:
-                ticks.pop(0)
+            if spec.catchup and len(ticks) == CATCHUP_LIMIT:
+                break  # the later ticks come on the next steps, oldest first
+            if not spec.catchup:
+                del ticks[:-2]  # the latest runs; the one before starts its interval
         if not ticks:
             return 0
         starts = [after, *ticks[:-1]]

@@ -7,8 +7,10 @@ import queue
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
+from kdag import scheduling
 from kdag.db.schema import dags, runs
 from kdag.engine import Engine
 from kdag.launching.local import LocalLauncher
@@ -102,6 +104,23 @@ def test_with_catchup_every_missed_tick_becomes_a_run(
 
     assert schedule_due_runs(make_engine(db, clock, tmp_path), clock.now) == 5
     assert [r[1].day for r in scheduled(db)] == [1, 2, 3, 4, 5]
+
+
+def test_a_long_catchup_comes_in_batches_oldest_first_with_chained_intervals(
+    db: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(scheduling, "CATCHUP_LIMIT", 3)
+    clock = Clock(utc(2024, 7, 1, 9))
+    add_dag(db, DAILY_NY.format(catchup="true", concurrency="allow"), now=clock.now)
+    clock.now = utc(2024, 7, 5, 12)
+    engine = make_engine(db, clock, tmp_path)
+
+    assert schedule_due_runs(engine, clock.now) == 3
+    assert [r[1].day for r in scheduled(db)] == [1, 2, 3]
+    assert schedule_due_runs(engine, clock.now) == 2
+    found = scheduled(db)
+    assert [r[1].day for r in found] == [1, 2, 3, 4, 5]
+    assert all(found[i][0] == found[i - 1][1] for i in range(1, 5))
 
 
 def test_forbid_skips_a_tick_while_a_run_is_going(

@@ -75,7 +75,7 @@ def _ticks(expression: str, timezone: str, after: datetime) -> Iterator[datetime
     expression = (
         "0 0 * * *" if expression.strip() == "@midnight" else expression.strip()
     )
-    # Start one wall-clock hour early: the first instants after `after` may be
+    # Start three wall-clock hours early: the first instants after `after` may be
     # wall times that come before it on a day when the clocks go back.
     start = after.astimezone(zone).replace(tzinfo=None) - timedelta(hours=3)
     walker = croniter(expression, start)
