@@ -3,7 +3,8 @@
 For every active DAG with a schedule, the ticks due are the fire times after
 the DAG's last scheduled run (or, for a DAG never run, after the moment it was
 first seen: its `schedule_anchor`) up to now. With `catchup: false` only the
-latest of them becomes a run; with `catchup: true` every one does.
+latest of them becomes a run; with `catchup: true` every one does. A run's
+logical date is its tick; its data interval runs from the tick before it.
 
 A tick becomes a run through an insert that ignores a conflict on the unique
 key (dag, logical_date): a restart, or a second controller, that sees the same
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 
 from kdag.db.schema import dags, runs
 from kdag.engine import ACTIVE_RUN, Engine, iso
-from kdag.specs.cron import fire_times
+from kdag.specs.cron import fire_times, previous_fire_time
 
 logger = logging.getLogger(__name__)
 CATCHUP_LIMIT = 1000  # runs at most per DAG and step, so one DAG cannot stall the loop
@@ -71,7 +72,9 @@ def _schedule_dag(
                 del ticks[:-2]  # the latest runs; the one before starts its interval
         if not ticks:
             return 0
-        starts = [after, *ticks[:-1]]
+        # A run's data interval is the span from the tick before it to its tick.
+        first_start = previous_fire_time(spec.schedule, spec.timezone, before=ticks[0])
+        starts = [first_start or after, *ticks[:-1]]
         due = list(zip(starts, ticks, strict=True))
         if not spec.catchup:
             due = due[-1:]

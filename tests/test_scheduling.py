@@ -65,7 +65,8 @@ def test_a_new_dag_runs_first_at_its_next_tick_in_its_time_zone(
     assert schedule_due_runs(engine, clock.now) == 0
     clock.now = utc(2024, 7, 1, 10, 0, 1)  # just after 06:00 New York
     assert schedule_due_runs(engine, clock.now) == 1
-    assert scheduled(db)[-1][1:] == (utc(2024, 7, 1, 10), "schedule")
+    # Its data interval is the whole day before, from the previous 06:00.
+    assert scheduled(db)[-1] == (utc(2024, 6, 30, 10), utc(2024, 7, 1, 10), "schedule")
 
 
 def test_each_tick_is_created_once_even_across_a_restart(

@@ -68,6 +68,28 @@ def next_fire_times(
     return found
 
 
+def previous_fire_time(
+    expression: str, timezone: str, *, before: datetime
+) -> datetime | None:
+    """Return the last fire time strictly before `before`, or None in nine years."""
+    # Look back over ever longer spans: an hour suits `* * * * *`, nine years
+    # suits the 29th of February.
+    for span in (
+        timedelta(hours=1),
+        timedelta(days=2),
+        timedelta(days=32),
+        timedelta(days=367),
+        timedelta(days=9 * 366),
+    ):
+        found = None
+        for tick in fire_times(expression, timezone, after=before - span, until=before):
+            if tick < before:
+                found = tick
+        if found is not None:
+            return found
+    return None
+
+
 def _ticks(expression: str, timezone: str, after: datetime) -> Iterator[datetime]:
     from croniter import croniter
 

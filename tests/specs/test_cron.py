@@ -9,7 +9,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from cronsim import CronSim
 
-from kdag.specs.cron import cron_problem, fire_times, next_fire_times
+from kdag.specs.cron import (
+    cron_problem,
+    fire_times,
+    next_fire_times,
+    previous_fire_time,
+)
 
 
 def utc(*parts: int) -> datetime:
@@ -50,6 +55,22 @@ def test_a_time_repeated_by_fall_back_fires_only_once() -> None:
         )
     )
     assert ticks == [utc(2024, 11, 3, 5, 30), utc(2024, 11, 4, 6, 30)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "before", "expected"),
+    [
+        # Monday 06:00 New York (EDT): the tick before is Friday's, in EST.
+        ("0 6 * * 1-5", utc(2024, 3, 11, 10), utc(2024, 3, 8, 11)),
+        ("* * * * *", utc(2024, 3, 11, 10, 0, 30), utc(2024, 3, 11, 10)),
+        ("0 0 29 2 *", utc(2104, 2, 29, 5), utc(2096, 2, 29, 5)),  # 2100 skips it
+    ],
+)
+def test_the_tick_before_is_found_however_far_back(
+    expression: str, before: datetime, expected: datetime
+) -> None:
+    found = previous_fire_time(expression, "America/New_York", before=before)
+    assert found == expected
 
 
 def test_fire_times_are_strictly_after_the_start_and_up_to_the_end() -> None:
