@@ -1,8 +1,11 @@
 """The whole slice at once, through real parts: a DAG in a real git repository
-made in a temp folder, the controller with the local launcher (real
-processes), logs in a file store, the JSON API through Flask's test client,
-SQLite and PostgreSQL, and Slack alerts posted by slack-sdk to a local HTTP
-receiver. Nothing is emulated but Slack's server."""
+made in a temp folder, the controller with each launcher, logs in a file
+store, the JSON API through Flask's test client, SQLite and PostgreSQL, and
+Slack alerts posted by slack-sdk to a local HTTP receiver.
+
+Emulated: Slack's server, and, for the kubernetes launcher, the Kubernetes API
+(`tests/fakes/kube_emulator.py`, reached over HTTP by the real client, whose
+kubelet runs each pod's command as a local process)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from kdag.controller import Controller, build_controller
 from kdag.engine import trigger_run
 from kdag.settings import Settings
 from kdag.web import create_app
+from tests.fakes.kube_emulator import KubeEmulator
 from tests.fakes.slack_receiver import SlackReceiver
 
 DAG = """\
@@ -59,12 +63,29 @@ def dag_repo(tmp_path: Path) -> Path:
     return repo
 
 
+@pytest.fixture(params=["local", "kubernetes"])
+def launcher(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """The launcher's name; for kubernetes, an emulated API that KUBECONFIG names."""
+    if request.param == "local":
+        yield "local"
+        return
+    with KubeEmulator() as kube:
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+        yield "kubernetes"
+        assert kube.pods == {}, "every pod is deleted once its attempt ends"
+
+
 @pytest.fixture
 def running(
-    db_url: str, dag_repo: Path, tmp_path: Path
+    db_url: str, dag_repo: Path, tmp_path: Path, launcher: str
 ) -> Iterator[tuple[Controller, SlackReceiver]]:
     with SlackReceiver() as slack:
         settings = Settings(
+            launcher=launcher,
             data_dir=tmp_path / "kdag",
             db_url=db_url,
             repo=str(dag_repo),
