@@ -65,7 +65,13 @@ def test_the_dashboard_shows_dags_schedules_runs_and_errors(
     add_dag(db, QUICK)
     add_dag(db, FAILING)
     add_broken_dag(db, "broken", "dags/broken.yaml:3:1: unknown key 'scheudle'")
-    add_sync(db, file_errors={"dags/broken.yaml": "unknown key 'scheudle'"})
+    add_sync(
+        db,
+        file_errors={
+            "dags/broken.yaml": "dags/broken.yaml:3:1: unknown key 'scheudle'",
+            "dags/odd.yaml": "not a file git can read",
+        },
+    )
     first = controller.trigger("quick")
     controller.run_to_end(first)
     second = controller.trigger("quick")
@@ -84,7 +90,9 @@ def test_the_dashboard_shows_dags_schedules_runs_and_errors(
         "&#39;scheudle&#39;</pre>" in html
     )
     assert "Synced <code>3f2a9c1d5e7b</code> of main" in html
-    assert "<code>dags/broken.yaml</code>" in html
+    # Each file error names its file once.
+    assert html.count("dags/broken.yaml:3:1: unknown key") == 2  # sync + DAG row
+    assert '<pre class="message">dags/odd.yaml: not a file git can read</pre>' in html
 
 
 def test_the_dashboard_shows_as_many_runs_as_configured(
