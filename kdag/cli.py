@@ -248,7 +248,7 @@ def trigger(dag: str, **flags: Any) -> None:
     from kdag.engine import trigger_run, utc_now
     from kdag.serving import open_db
 
-    db = open_db(settings)
+    db = open_db(_existing(settings))
     try:
         with db.begin() as conn:
             run_id = trigger_run(conn, dag, now=utc_now())
@@ -269,7 +269,7 @@ def status(as_json: bool, runs_shown: int, **flags: Any) -> None:
     from kdag.reading import get_run, list_dags, sync_status
     from kdag.serving import open_db
 
-    db = open_db(settings)
+    db = open_db(_existing(settings))
     with db.connect() as conn:
         snapshot: dict[str, Any] = {
             "sync": sync_status(conn),
@@ -289,7 +289,8 @@ def _print_status(snapshot: dict[str, Any]) -> None:
         click.echo(f"synced commit {sync['commit'][:12]} at {sync.get('synced_at')}")
     for dag in snapshot["dags"]:
         flag = "" if dag.get("is_active", True) else " (removed)"
-        click.echo(f"{dag['name']}{flag}  schedule: {dag.get('schedule') or 'manual'}")
+        when = f"{dag['schedule']} ({dag['timezone']})" if dag.get("schedule") else ""
+        click.echo(f"{dag['name']}{flag}  schedule: {when or 'manual only'}")
         if dag.get("error"):
             click.echo(f"  error: {dag['error']}")
         for run in dag["runs"]:
@@ -316,6 +317,17 @@ def _settings(flags: dict[str, Any], *, level: int = logging.INFO) -> Any:
         raise click.UsageError(str(error)) from error
     _setup_logging(settings.log_format, logging.DEBUG if verbose else level)
     return settings
+
+
+def _existing(settings: Any) -> Any:
+    """Return `settings` if their database exists; a default SQLite file may not."""
+    path = settings.data_dir / "kdag.db"
+    if settings.db_url or path.exists():
+        return settings
+    raise click.ClickException(
+        f"no kdag database at {path.resolve()}: run this where `kdag up` runs, "
+        "or pass --data-dir or --db-url"
+    )
 
 
 def _run_until_signal(body: Any) -> None:

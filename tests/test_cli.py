@@ -145,3 +145,14 @@ def test_a_bad_setting_is_a_usage_error(runner: CliRunner) -> None:
     result = runner.invoke(main, ["status"], env={"KDAG_LAUNCHER": "docker"})
     assert result.exit_code == 2
     assert "launcher must be one of" in result.output
+
+
+@pytest.mark.parametrize("command", [["status"], ["trigger", "hello"]])
+def test_status_and_trigger_without_a_database_say_where_they_looked(
+    runner: CliRunner, tmp_path: Path, command: list[str]
+) -> None:
+    data_dir = tmp_path / "nothing-here"
+    result = runner.invoke(main, [*command, "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert f"no kdag database at {data_dir / 'kdag.db'}" in result.output
+    assert not data_dir.exists()

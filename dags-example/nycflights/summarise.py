@@ -40,7 +40,7 @@ def main() -> int:
     write_outputs(output, figures)
     for line in headline_lines(figures):
         print(line)
-    print(f"wrote {output / 'summary.md'}, headline.csv and carriers.csv")
+    print(f"wrote {output.resolve() / 'summary.md'}, headline.csv and carriers.csv")
     return 0
 
 
