@@ -174,6 +174,9 @@ def test_a_dag_page_shows_runs_tasks_needs_and_error(
     assert '<td class="name">load</td>' in html
     assert "<td><code>extract</code></td>" in html
     assert "unknown task &#39;lod&#39;" in html
+    assert (
+        "Runs use the last good version, from commit <code>3f2a9c1d5e7b</code>" in html
+    )
     assert poll_url(html, "dag-runs") is not None
 
 
