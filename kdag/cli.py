@@ -69,7 +69,28 @@ def with_flags(*groups: list[Any]) -> Callable[[F], F]:
     return decorate
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class KdagGroup(click.Group):
+    """Ends any kdag error, or a database that does not answer, in one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KdagError as error:
+            raise click.ClickException(str(error)) from error
+        except Exception as error:
+            if not _is_database_down(error):
+                raise
+            raise click.ClickException(f"database unavailable: {error}") from error
+
+
+def _is_database_down(error: Exception) -> bool:
+    # NB: sqlalchemy is imported only once an error is seen, so --version stays fast.
+    from sqlalchemy import exc
+
+    return isinstance(error, exc.OperationalError | exc.InterfaceError)
+
+
+@click.group(cls=KdagGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kdag")
 def main() -> None:
     """kdag: run containers on a schedule, in order, and see what happened."""

@@ -79,28 +79,36 @@ def _start(db: sa.Engine, source: str, path: str) -> int:
         from kdag.specs.parsing import parse_dag
 
         name = parse_dag(source, path).name
-        version_id: int = conn.execute(
-            dag_versions.insert()
-            .values(
-                dag=name,
-                commit="local",
-                path=path,
-                source=source,
-                created_at=now,
-                digest=hashlib.sha256(source.encode()).hexdigest(),
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        # A database kept from an earlier `kdag run` may hold this DAG already.
+        version_id: int | None = conn.execute(
+            sa.select(dag_versions.c.id).where(
+                dag_versions.c.dag == name, dag_versions.c.digest == digest
             )
-            .returning(dag_versions.c.id)
-        ).scalar_one()
-        conn.execute(
-            dags.insert().values(
-                name=name,
-                path=path,
-                version_id=version_id,
-                is_active=True,
-                schedule_anchor=now,
-                updated_at=now,
-            )
+        ).scalar()
+        if version_id is None:
+            version_id = conn.execute(
+                dag_versions.insert()
+                .values(
+                    dag=name,
+                    commit="local",
+                    path=path,
+                    source=source,
+                    created_at=now,
+                    digest=digest,
+                )
+                .returning(dag_versions.c.id)
+            ).scalar_one()
+        values = {"path": path, "version_id": version_id, "is_active": True}
+        updated = conn.execute(
+            dags.update().where(dags.c.name == name).values(updated_at=now, **values)
         )
+        if updated.rowcount == 0:
+            conn.execute(
+                dags.insert().values(
+                    name=name, schedule_anchor=now, updated_at=now, **values
+                )
+            )
         return trigger_run(conn, name, now=now)
 
 

@@ -36,6 +36,7 @@ from kdag.specs.model import DagSpec
 logger = logging.getLogger(__name__)
 
 ACTIVE_RUN_STATES = ("queued", "running")
+MAX_ID = 2**63 - 1  # the largest id a database column holds; beyond it, nothing
 Json = dict[str, Any]
 
 
@@ -72,6 +73,8 @@ def get_dag(conn: sa.Connection, name: str, runs_shown: int = 100) -> Json:
 
 def get_run(conn: sa.Connection, run_id: int) -> Json:
     """Return one run with its tasks and their attempts; raise NotFound."""
+    if run_id > MAX_ID:
+        raise NotFound(f"no run with id {run_id}")
     row = conn.execute(
         sa.select(runs, dag_versions.c.source, dag_versions.c.path)
         .join(dag_versions, dag_versions.c.id == runs.c.version_id)
@@ -116,6 +119,8 @@ def get_attempt(
     Besides the attempt's own fields it carries `dag`, `run_id`, `task`,
     `task_state` and `run_state`. Raises NotFound naming what is missing.
     """
+    if run_id > MAX_ID or (number or 0) > MAX_ID:
+        raise NotFound(f"no attempt {number} of task {task!r} of run {run_id}")
     query = (
         sa.select(
             attempts,

@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
+
 from kdag import db as kdb
+from kdag.errors import ConfigError
 from kdag.logstore import open_store
 from kdag.settings import Settings
 
@@ -30,12 +35,25 @@ def serve_web(
     on_trigger: Callable[[], None] = lambda: None,
 ) -> None:
     """Serve the UI and API on settings.host:port until `stop` is set."""
+    server = make_web_server(
+        settings, db=db or open_db(settings), on_trigger=on_trigger
+    )
+    thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
+    thread.start()
+    logger.info("web UI at http://%s:%s", settings.host, settings.port)
+    stop.wait()
+    server.shutdown()
+
+
+def make_web_server(
+    settings: Settings, *, db: sa.Engine, on_trigger: Callable[[], None]
+) -> BaseWSGIServer:
+    """Bind the web server's port; raise ConfigError if it cannot be had."""
     from werkzeug.serving import make_server
 
     from kdag.engine import trigger_run, utc_now
     from kdag.web import create_app
 
-    db = db or open_db(settings)
     logs = open_store(
         settings.effective_logs_uri,
         spool_dir=settings.data_dir / "spool",
@@ -55,12 +73,13 @@ def serve_web(
         runs_shown=settings.runs_shown,
         base_url=settings.effective_base_url,
     )
-    server = make_server(settings.host, settings.port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="web", daemon=True)
-    thread.start()
-    logger.info("web UI at http://%s:%s", settings.host, settings.port)
-    stop.wait()
-    server.shutdown()
+    try:
+        return make_server(settings.host, settings.port, app, threaded=True)
+    except (OSError, SystemExit) as error:  # werkzeug exits when the port is taken
+        raise ConfigError(
+            f"cannot serve the web UI on {settings.host}:{settings.port}: "
+            "the address is in use or not this machine's (see --host, --port)"
+        ) from error
 
 
 def serve_all(settings: Settings, *, stop: threading.Event) -> None:
@@ -69,17 +88,12 @@ def serve_all(settings: Settings, *, stop: threading.Event) -> None:
 
     db = open_db(settings)
     controller = build_controller(settings, db=db)
-    web = threading.Thread(
-        target=serve_web,
-        name="web-main",
-        daemon=True,
-        kwargs={
-            "settings": settings,
-            "stop": stop,
-            "db": db,
-            "on_trigger": controller.wake.set,
-        },
-    )
+    # NB: bind the port before the controller starts, so a port in use stops both.
+    server = make_web_server(settings, db=db, on_trigger=controller.wake.set)
+    web = threading.Thread(target=server.serve_forever, name="web", daemon=True)
     web.start()
-    controller.run(stop)
-    web.join(timeout=5)
+    logger.info("web UI at http://%s:%s", settings.host, settings.port)
+    try:
+        controller.run(stop)
+    finally:
+        server.shutdown()

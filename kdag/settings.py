@@ -7,7 +7,9 @@ the one place where variables become settings, and it checks them strictly.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -80,16 +82,23 @@ class Settings:
             raise ConfigError(
                 f"launcher must be one of {', '.join(LAUNCHERS)}, not {self.launcher!r}"
             )
-        if self.poll_interval_s <= 0:
+        if not 0 < self.poll_interval_s < math.inf:
             raise ConfigError("poll interval must be a positive number of seconds")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be between 1 and 65535, not {self.port}")
         if self.runs_shown < 1:
             raise ConfigError("runs shown must be at least 1")
-        if self.logs_uri and not self.logs_uri.startswith(("file://", "s3://")):
-            raise ConfigError(
-                f"logs URI must start with file:// or s3://, not {self.logs_uri!r}"
-            )
+        if self.logs_uri:
+            _check_logs_uri(self.logs_uri)
+        for name, url in (
+            ("Slack webhook URL", self.slack_webhook_url),
+            ("base URL", self.base_url),
+            ("S3 endpoint URL", self.s3_endpoint_url),
+        ):
+            if url and not _is_http_url(url):
+                raise ConfigError(f"{name} must be an http:// or https:// URL: {url!r}")
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError(f"data folder {self.data_dir} is a file, not a folder")
         if self.log_format not in ("text", "json"):
             raise ConfigError("log format must be text or json")
         return self
@@ -105,6 +114,29 @@ class Settings:
     @property
     def effective_base_url(self) -> str:
         return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+def _check_logs_uri(uri: str) -> None:
+    """Raise ConfigError unless `uri` is file:///absolute/path or s3://bucket[/prefix]."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ConfigError(
+                f"logs URI {uri!r} is not a local folder: write file:///absolute/path "
+                "(three slashes)"
+            )
+    elif parts.scheme == "s3":
+        if not parts.netloc:
+            raise ConfigError(
+                f"logs URI {uri!r} names no bucket: write s3://bucket/prefix"
+            )
+    else:
+        raise ConfigError(f"logs URI must start with file:// or s3://, not {uri!r}")
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
 def _convert(values: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ exit code and output of the installed entry point matter."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,82 @@ def test_status_and_trigger_without_a_database_say_where_they_looked(
     assert result.exit_code == 1
     assert f"no kdag database at {data_dir / 'kdag.db'}" in result.output
     assert not data_dir.exists()
+
+
+def test_run_twice_with_one_database_keeps_both_runs(tmp_path: Path) -> None:
+    dag = write(tmp_path, "d.yaml", GOOD)
+    db_url = f"sqlite:///{tmp_path / 'kept.db'}"
+    for run in ("run 1", "run 2"):
+        done = subprocess.run(
+            [KDAG, "run", str(dag), "--db-url", db_url],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (run, done.stderr)
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--db-url", "garbage"], "database URL 'garbage' is not a URL"),
+        (["--db-url", "mysql://db/kdag"], "must be sqlite:///path or postgresql://"),
+        (["--logs-uri", "file://tmp/logs"], "write file:///absolute/path"),
+        (["--logs-uri", "s3:///prefix"], "names no bucket"),
+        (["--data-dir", __file__], "is a file, not a folder"),
+    ],
+)
+def test_bad_settings_end_in_one_line_not_a_traceback(
+    runner: CliRunner, flags: list[str], says: str
+) -> None:
+    result = runner.invoke(main, ["status", *flags])
+    assert result.exit_code in (1, 2)
+    assert says in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("KDAG_POLL_INTERVAL", "nan", "poll interval must be a positive number"),
+        ("KDAG_SLACK_WEBHOOK_URL", "hooks.slack.com/x", "must be an http:// or https"),
+    ],
+)
+def test_bad_variables_end_in_one_line(
+    runner: CliRunner, tmp_path: Path, variable: str, value: str, says: str
+) -> None:
+    result = runner.invoke(
+        main, ["controller", "--data-dir", str(tmp_path)], env={variable: value}
+    )
+    assert result.exit_code == 2
+    assert says in result.output
+
+
+def test_a_database_that_does_not_answer_is_one_line(runner: CliRunner) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql://postgres@127.0.0.1:{port}/kdag"
+    result = runner.invoke(main, ["trigger", "hello", "--db-url", url])
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-2:]  # the error, and psycopg's hint
+    assert last[0].startswith("Error: database unavailable:"), result.output
+    assert "Traceback" not in result.output
+
+
+def test_up_on_a_port_in_use_exits_instead_of_running_without_its_ui(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = subprocess.run(
+            [KDAG, "up", "--port", port, "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert f"cannot serve the web UI on 127.0.0.1:{port}" in done.stderr

@@ -23,25 +23,45 @@ import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.pool import StaticPool
 
-from kdag.errors import TemporaryError
+from kdag.errors import ConfigError, TemporaryError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 def connect(url: str) -> sa.Engine:
-    """Return an engine for `url`, tuned as the module docstring says."""
-    if url.startswith("sqlite"):
+    """Return an engine for `url`, tuned as the module docstring says.
+
+    Raises ConfigError for a URL that names no database kdag can use.
+    """
+    try:
+        dialect = sa.make_url(url).get_backend_name()
+    except exc.ArgumentError as error:
+        raise ConfigError(f"database URL {url!r} is not a URL: {error}") from error
+    if dialect == "sqlite":
         return _sqlite(url)
+    if dialect != "postgresql":
+        raise ConfigError(
+            f"database URL must be sqlite:///path or postgresql://..., not {url!r}"
+        )
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    except (exc.ArgumentError, ImportError) as error:
+        raise ConfigError(f"database URL {url!r}: {error}") from error
 
 
 def _sqlite(url: str) -> sa.Engine:
     is_memory = url in ("sqlite://", "sqlite:///:memory:")
     if not is_memory:
-        Path(sa.make_url(url).database or "").parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(sa.make_url(url).database or "").parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(
+                f"cannot make the database's folder {folder}: {error}"
+            ) from error
     options: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
     if is_memory:
         options["poolclass"] = StaticPool
@@ -93,7 +113,7 @@ def with_retry(work: Callable[[], T], *, tries: int = 3, delay_s: float = 0.5) -
             if not is_disconnect(error):
                 raise
             if attempt == tries:
-                raise TemporaryError(f"database unavailable: {error}") from error
+                raise TemporaryError(f"database unavailable: {error.orig}") from error
             logger.warning("database connection lost, retrying: %s", error.orig)
             time.sleep(delay_s * attempt)
     raise AssertionError("unreachable")

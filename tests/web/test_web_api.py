@@ -175,6 +175,13 @@ def test_a_task_that_never_started_has_no_log(
         ("GET", "/api/v1/runs/{run}/tasks/nope/log", "has no task 'nope'"),
         ("GET", "/api/v1/runs/{run}/tasks/extract/attempts/7/log", "no attempt 7"),
         ("GET", "/api/v1/runs/abc", "nothing at /api/v1/runs/abc"),
+        ("GET", f"/api/v1/runs/{2**64}", f"no run with id {2**64}"),
+        ("GET", f"/api/v1/runs/{2**64}/tasks/extract/log", f"run {2**64}"),
+        (
+            "GET",
+            f"/api/v1/runs/{{run}}/tasks/extract/attempts/{2**64}/log",
+            "no attempt",
+        ),
         ("GET", "/api/v1/nothing/here", "nothing at /api/v1/nothing/here"),
         ("GET", "/api", "nothing at /api"),
     ],
