@@ -97,6 +97,7 @@ def create_app(
     from kdag.web import api, ui
 
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # no request of ours needs more
     app.extensions["kdag"] = WebContext(
         db=db,
         logs=logs,

@@ -165,6 +165,15 @@ def test_a_task_that_never_started_has_no_log(
     assert "has not started yet" in json_of(response, 404)["error"]
 
 
+def test_a_huge_body_answers_413(db: sa.Engine, client: FlaskClient) -> None:
+    add_dag(db, QUICK)
+    body = '{"note": "' + "x" * 100_000 + '"}'
+    response = client.post(
+        "/api/v1/dags/quick/runs", data=body, content_type="application/json"
+    )
+    assert json_of(response, 413)["error"]
+
+
 @pytest.mark.parametrize(
     ("method", "url", "says"),
     [
