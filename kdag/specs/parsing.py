@@ -7,7 +7,7 @@ Three passes, each reporting file:line:col of the offending key:
 2. The JSON Schema in `schemas/dag.schema.json`: types, patterns, unknown keys
    (a typo such as `scheudle:` must never pass silently).
 3. Meaning: every `needs` names a task, no cycle, the cron expression and the
-   time zone are valid.
+   time zone are valid, durations are within `DURATION_LIMITS`.
 
 No I/O here beyond reading the schema once: the caller passes the text.
 """
@@ -28,6 +28,8 @@ from kdag.specs.model import DagSpec, EnvValue, SecretRef, TaskSpec
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 TASK_FIELDS = ("image", "namespace", "serviceAccount", "resources", "retries")
+# NB: the controller adds these to datetimes; unbounded, they overflow it.
+DURATION_LIMITS = {"timeout": timedelta(days=30), "retryDelay": timedelta(days=1)}
 
 
 @functools.cache
@@ -250,6 +252,7 @@ def _find_meaning_errors(document: Any, path: str) -> Iterator[SpecError]:
                 col=col,
                 field=f"tasks.{name}.image",
             )
+    yield from _duration_errors(document, path)
     cycle = _find_cycle({n: list(t.get("needs") or ()) for n, t in tasks.items()})
     if cycle:
         line, col = _key_position(tasks, cycle[0])
@@ -265,6 +268,37 @@ def _find_meaning_errors(document: Any, path: str) -> Iterator[SpecError]:
             line, col = _key_position(document, "schedule")
             message = f"schedule: {problem}"
             yield SpecError(message, path=path, line=line, col=col, field="schedule")
+
+
+def _duration_errors(document: Any, path: str) -> Iterator[SpecError]:
+    owners = [(["defaults"], document.get("defaults") or {})]
+    owners += [(["tasks", name], task) for name, task in document["tasks"].items()]
+    for where, settings in owners:
+        for key in DURATION_LIMITS:
+            problem = _duration_problem(key, settings.get(key))
+            if problem:
+                line, col = _key_position(settings, key)
+                field = ".".join([*where, key])
+                message = f"{field}: {problem}"
+                yield SpecError(message, path=path, line=line, col=col, field=field)
+
+
+def _duration_problem(key: str, value: Any) -> str | None:
+    """Say why a well-formed duration is out of range; the schema checks its form."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    try:
+        duration = parse_duration(value)
+    except ValueError:
+        return None
+    except OverflowError:
+        duration = timedelta.max
+    limit = DURATION_LIMITS[key]
+    if duration > limit:
+        return f"{value} is too long: at most {limit.days}d"
+    if key == "timeout" and duration == timedelta(0):
+        return f"{value} is not a timeout: it must be positive (leave it out for none)"
+    return None
 
 
 def _find_cycle(needs: Mapping[str, list[str]]) -> list[str] | None:

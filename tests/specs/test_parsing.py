@@ -196,3 +196,41 @@ def test_durations_read_as_people_write_them(
     text: str | int, expected: timedelta
 ) -> None:
     assert parse_duration(text) == expected
+
+
+ONE_TASK = "name: n\ndefaults: {image: x}\ntasks:\n  a:\n    command: [x]\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("timeout: 3000000d", "tasks.a.timeout: 3000000d is too long: at most 30d"),
+        ("timeout: 2592001", "tasks.a.timeout: 2592001 is too long: at most 30d"),
+        ("retryDelay: 3000000d", "retryDelay: 3000000d is too long: at most 1d"),
+        ('retryDelay: "99999999999d"', "99999999999d is too long: at most 1d"),
+        ("retryDelay: 25h", "tasks.a.retryDelay: 25h is too long: at most 1d"),
+    ],
+)
+def test_a_duration_beyond_its_limit_is_an_error(setting: str, says: str) -> None:
+    (only,) = problems(f"{ONE_TASK}    {setting}\n")
+    assert only.startswith("dags/x.yaml:6:5: ")
+    assert only.endswith(says)
+
+
+def test_a_default_duration_beyond_its_limit_names_defaults() -> None:
+    text = ONE_TASK.replace("{image: x}", "{image: x, timeout: 31d}")
+    assert problems(text) == [
+        "dags/x.yaml:2:22: defaults.timeout: 31d is too long: at most 30d"
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", '"0s"', "0h0m"])
+def test_a_timeout_of_zero_is_an_error_not_no_timeout(value: str) -> None:
+    (only,) = problems(f"{ONE_TASK}    timeout: {value}\n")
+    assert "tasks.a.timeout: " in only and "it must be positive" in only
+
+
+def test_durations_at_their_limits_are_valid() -> None:
+    spec = parse_dag(f"{ONE_TASK}    timeout: 30d\n    retryDelay: 0\n", "x.yaml")
+    assert spec.tasks["a"].timeout == timedelta(days=30)
+    assert spec.tasks["a"].retry_delay == timedelta(0)
