@@ -236,3 +236,14 @@ def test_up_on_a_port_in_use_exits_instead_of_running_without_its_ui(
         )
     assert done.returncode == 1
     assert f"cannot serve the web UI on 127.0.0.1:{port}" in done.stderr
+
+
+def test_next_of_a_schedule_that_never_fires_is_an_error_not_a_hang(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    text = GOOD.replace("tasks:", 'schedule: "0 0 31 2 *"\ntasks:')
+    dag = write(tmp_path, "d.yaml", text)
+    result = runner.invoke(main, ["next", str(dag)])
+    assert result.exit_code == 1
+    assert f"{dag}:3:1: schedule: '0 0 31 2 *' never fires" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -43,7 +43,25 @@ def cron_problem(expression: str) -> str | None:
         )
     if not croniter.is_valid(text):
         return f"{expression!r} is not a valid cron expression"
+    if any(field.upper().startswith("R") for field in text.split()):
+        # croniter draws R afresh for every walker: the ticks would move.
+        return f"{expression!r}: R (a random value) is not supported"
+    if not _ever_fires(text):
+        return f"{expression!r} never fires (no such date, e.g. 31 February)"
     return None
+
+
+def _ever_fires(text: str) -> bool:
+    """Tell whether `text` fires within the next nine years."""
+    from croniter import CroniterBadDateError, croniter
+
+    # NB: the 29th of February may be eight years away, across 2100.
+    walker = croniter(text, datetime.now(), max_years_between_matches=9)
+    try:
+        walker.get_next(datetime)
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 def fire_times(

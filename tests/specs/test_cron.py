@@ -88,10 +88,23 @@ def test_valid_expressions_have_no_problem(expression: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "expression", ["0 25 * * *", "* * *", "@fortnightly", "0 0 6 * * *", "every day"]
+    "expression",
+    ["0 25 * * *", "* * *", "@fortnightly", "0 0 6 * * *", "every day", "R 6 * * *"],
 )
 def test_invalid_expressions_say_why(expression: str) -> None:
     assert cron_problem(expression)
+
+
+@pytest.mark.parametrize("expression", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6 *"])
+def test_a_schedule_on_a_date_that_never_comes_never_fires(expression: str) -> None:
+    assert cron_problem(expression) == (
+        f"{expression!r} never fires (no such date, e.g. 31 February)"
+    )
+
+
+@pytest.mark.parametrize("expression", ["0 0 29 2 *", "0 0 31 2 mon", "0 0 L 2 *"])
+def test_a_schedule_that_fires_only_some_years_is_valid(expression: str) -> None:
+    assert cron_problem(expression) is None
 
 
 @pytest.mark.parametrize(
