@@ -35,7 +35,7 @@ import sqlalchemy as sa
 from kdag import db as kdb
 from kdag.alerting import Notifier, send_due_alerts
 from kdag.db.schema import attempts, controllers
-from kdag.engine import Engine, utc_now
+from kdag.engine import DATABASE_DOWN, Engine, utc_now
 from kdag.errors import KdagError
 from kdag.launching import AttemptEnded, Launcher, OutputLine
 from kdag.logstore import LogStore, open_store
@@ -192,9 +192,7 @@ def _is_gone(controller: Any, now: datetime) -> bool:
 
 
 def _is_expected(error: Exception) -> bool:
-    return isinstance(
-        error, KdagError | sa.exc.OperationalError | sa.exc.InterfaceError
-    )
+    return isinstance(error, (KdagError, *DATABASE_DOWN))
 
 
 def new_controller_id() -> str:

@@ -10,6 +10,11 @@ needs failed end `upstream_failed`, due retries start again, attempts past
 their deadline are stopped, finished runs are closed. It returns whether it
 did anything, so the controller's loop knows whether to wait.
 
+One run never stops the others: an attempt that cannot start (a bug, a spec
+the engine cannot handle) ends failed with reason InternalError, and a run
+that cannot advance is logged with its traceback and backed off. Only a lost
+database connection fails the whole step.
+
 Claim protocol, so that several controllers on one database never launch the
 same attempt twice: a task is claimed with
 
@@ -22,6 +27,7 @@ and only the controller whose update changed a row inserts the attempt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 from collections.abc import Callable, Iterator, Sequence
@@ -44,6 +50,9 @@ logger = logging.getLogger(__name__)
 ACTIVE_RUN = ("queued", "running")
 DONE_TASK = ("succeeded", "failed", "upstream_failed", "skipped", "canceled")
 BLOCKING = ("failed", "upstream_failed", "canceled")
+DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError)
+RUN_BACKOFF = timedelta(seconds=1)  # the first delay for a run that failed to advance
+MAX_BACKOFF = timedelta(minutes=5)
 
 
 def utc_now() -> datetime:
@@ -78,6 +87,7 @@ class Engine:
         self.workdir_for = workdir_for
         self.clock = clock
         self._stopping: set[int] = set()
+        self._backoff: dict[int, tuple[datetime, timedelta]] = {}  # run: until, delay
 
     # -- specs ------------------------------------------------------------
 
@@ -156,13 +166,37 @@ class Engine:
     def step(self) -> bool:
         """Apply reported ends, then advance every active run. Return: did work."""
         did_work = self.apply_reported()
+        now = self.clock()
         with self.db.connect() as conn:
             active = conn.execute(
                 sa.select(runs).where(runs.c.state.in_(ACTIVE_RUN)).order_by(runs.c.id)
             ).all()
         for run in active:
-            did_work |= self._advance(run)
+            if run.id in self._backoff and now < self._backoff[run.id][0]:
+                continue
+            did_work |= self._advance_isolated(run, now)
         did_work |= self._stop_overdue()
+        return did_work
+
+    def _advance_isolated(self, run: Any, now: datetime) -> bool:
+        """Advance one run; an unexpected error backs off that run only."""
+        try:
+            did_work = self._advance(run)
+        except DATABASE_DOWN:
+            raise  # not this run's fault: the controller backs off the whole step
+        except Exception as error:
+            seen = self._backoff.get(run.id)
+            delay = min(seen[1] * 2, MAX_BACKOFF) if seen else RUN_BACKOFF
+            self._backoff[run.id] = (now + delay, delay)
+            logger.exception(
+                "cannot advance run, next try in %ss: dag=%s run=%s: %s",
+                int(delay.total_seconds()),
+                run.dag,
+                run.id,
+                error,
+            )
+            return False
+        self._backoff.pop(run.id, None)
         return did_work
 
     def apply_reported(self) -> bool:
@@ -262,39 +296,19 @@ class Engine:
     def _launch(self, run: Any, spec: DagSpec, row: Any) -> bool:
         """Claim one task and start its next attempt; False if another got it."""
         now = self.clock()
-        task = spec.tasks[row.name]
         number = row.tries + 1
         key = log_key(run.dag, run.id, row.name, number)
-        with self.db.begin() as conn:
-            claimed = conn.execute(
-                tasks.update()
-                .where(
-                    tasks.c.id == row.id,
-                    tasks.c.state == row.state,
-                    tasks.c.tries == row.tries,
-                )
-                .values(state="queued", tries=number, next_try_at=None, updated_at=now)
-            )
-            if claimed.rowcount != 1:
-                return False
-            attempt_id: int = conn.execute(
-                attempts.insert()
-                .values(
-                    task_id=row.id,
-                    number=number,
-                    state="running",
-                    launcher=self.launcher.name,
-                    controller_id=self.controller_id,
-                    started_at=now,
-                    log_uri=self.logs.uri(key),
-                    deadline_at=now + task.timeout if task.timeout else None,
-                )
-                .returning(attempts.c.id)
-            ).scalar_one()
+        attempt_id = self._claim(
+            row, number=number, now=now, log_uri=self.logs.uri(key)
+        )
+        if attempt_id is None:
+            return False
 
         # NB: from here on the attempt exists; any failure must end it, or it
-        # would stay "running" for ever.
+        # would stay "running" for ever (and nothing here may stop the loop).
         try:
+            task = spec.tasks[row.name]
+            deadline = now + task.timeout if task.timeout else None
             launch = Launch(
                 attempt_id=attempt_id,
                 dag=run.dag,
@@ -311,24 +325,15 @@ class Engine:
             )
             external_id = self.launcher.start(launch)
         except Exception as error:
-            log = logger.warning if isinstance(error, KdagError) else logger.exception
-            log(
-                "launch failed: dag=%s run=%s task=%s attempt=%s: %s",
-                run.dag,
-                run.id,
-                row.name,
-                number,
-                error,
-            )
-            self.events.put(
-                AttemptEnded(attempt_id, False, None, "LaunchError", str(error))
+            self._fail_start(
+                run, error, task=row.name, number=number, attempt_id=attempt_id
             )
             return True
         with self.db.begin() as conn:
             conn.execute(
                 attempts.update()
                 .where(attempts.c.id == attempt_id)
-                .values(external_id=external_id)
+                .values(external_id=external_id, deadline_at=deadline)
             )
             conn.execute(
                 tasks.update()
@@ -345,6 +350,61 @@ class Engine:
             external_id,
         )
         return True
+
+    def _claim(
+        self, row: Any, *, number: int, now: datetime, log_uri: str
+    ) -> int | None:
+        """Claim a task and insert its attempt; return its id, None if lost."""
+        with self.db.begin() as conn:
+            claimed = conn.execute(
+                tasks.update()
+                .where(
+                    tasks.c.id == row.id,
+                    tasks.c.state == row.state,
+                    tasks.c.tries == row.tries,
+                )
+                .values(state="queued", tries=number, next_try_at=None, updated_at=now)
+            )
+            if claimed.rowcount != 1:
+                return None
+            attempt_id: int = conn.execute(
+                attempts.insert()
+                .values(
+                    task_id=row.id,
+                    number=number,
+                    state="running",
+                    launcher=self.launcher.name,
+                    controller_id=self.controller_id,
+                    started_at=now,
+                    log_uri=log_uri,
+                )
+                .returning(attempts.c.id)
+            ).scalar_one()
+        return attempt_id
+
+    def _fail_start(
+        self, run: Any, error: Exception, *, task: str, number: int, attempt_id: int
+    ) -> None:
+        """End an attempt that could not start, saying why in its log too."""
+        # A launcher's own refusal is expected (LaunchError); anything else is
+        # a bug or a spec the engine cannot handle (InternalError).
+        if isinstance(error, KdagError):
+            reason, message, log = "LaunchError", str(error), logger.warning
+        else:
+            reason, message = "InternalError", f"{type(error).__name__}: {error}"
+            log = logger.exception
+        log(
+            "launch failed: dag=%s run=%s task=%s attempt=%s: %s",
+            run.dag,
+            run.id,
+            task,
+            number,
+            message,
+        )
+        key = log_key(run.dag, run.id, task, number)
+        with contextlib.suppress(OSError), self.logs.spool_path(key).open("a") as sink:
+            sink.write(f"kdag: could not start this attempt: {message}\n")
+        self.events.put(AttemptEnded(attempt_id, False, None, reason, message))
 
     def _finish_run(self, run: Any, states: dict[str, str]) -> None:
         state = "failed" if any(s in BLOCKING for s in states.values()) else "succeeded"
@@ -443,8 +503,18 @@ class Engine:
         if ended.reason == "Canceled":
             return "canceled", None
         if found.number < found.max_attempts:
-            delay = self.spec_of(found.version_id, conn).tasks[found.name].retry_delay
-            return "up_for_retry", now + delay
+            try:
+                task = self.spec_of(found.version_id, conn).tasks[found.name]
+                return "up_for_retry", now + task.retry_delay
+            except DATABASE_DOWN:
+                raise
+            except Exception:  # a delay past the year 9999, a spec gone bad
+                logger.exception(
+                    "cannot schedule a retry, failing the task: dag=%s run=%s task=%s",
+                    found.dag,
+                    found.run_id,
+                    found.name,
+                )
         return "failed", None
 
     def _stop_overdue(self) -> bool:

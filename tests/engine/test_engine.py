@@ -4,10 +4,13 @@ report queue, until the run is over."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import queue
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +20,7 @@ from kdag.engine import Engine, trigger_run
 from kdag.launching import AttemptEnded
 from kdag.launching.local import LocalLauncher
 from kdag.logstore import LogStore, open_store
+from kdag.specs.model import DagSpec
 from tests.fakes.catalog import add_dag
 
 NOW = datetime(2024, 7, 1, 12, tzinfo=UTC)
@@ -98,6 +102,22 @@ def _idle(engine: Engine) -> float:
 
 def dag(name: str, body: str) -> str:
     return f"name: {name}\ndefaults: {{image: busybox}}\ntasks:\n{body}"
+
+
+def bend_spec(
+    monkeypatch: pytest.MonkeyPatch, engine: Engine, dag: str, **changes: Any
+) -> None:
+    """Make `engine` see every task of `dag` changed, as if the parser let it be."""
+    read = engine.spec_of
+
+    def spec_of(version_id: int, conn: sa.Connection | None = None) -> DagSpec:
+        spec = read(version_id, conn)
+        if spec.name != dag:
+            return spec
+        bent = {n: dataclasses.replace(t, **changes) for n, t in spec.tasks.items()}
+        return dataclasses.replace(spec, tasks=bent)
+
+    monkeypatch.setattr(engine, "spec_of", spec_of)
 
 
 @pytest.fixture
@@ -238,3 +258,57 @@ def test_two_controllers_never_launch_the_same_attempt(
     with db.connect() as conn:
         numbers = conn.execute(sa.select(attempts.c.task_id, attempts.c.number)).all()
     assert len(numbers) == 10 and len(set(numbers)) == 10
+
+
+def test_a_task_whose_deadline_cannot_be_computed_fails_and_other_runs_go_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = harness.trigger(dag("huge", "  x: {command: ['true']}\n"), "huge")
+    fine = harness.trigger(dag("fine", "  y: {command: ['true']}\n"), "fine")
+    # The deadline of a 3,000,000-day timeout is past the year 9999.
+    bend_spec(monkeypatch, harness.engine, "huge", timeout=timedelta(days=3_000_000))
+
+    assert harness.run_to_end(broken) == "failed"
+    assert harness.run_to_end(fine) == "succeeded"
+    (only,) = harness.attempts(broken, "x")
+    assert only.reason == "InternalError"
+    assert b"OverflowError" in harness.logs.read(harness.logs.key_of(only.log_uri))
+    (logged,) = [r for r in caplog.records if "launch failed" in r.getMessage()]
+    assert logged.levelno == logging.ERROR and logged.exc_info is not None
+    assert "dag=huge" in logged.getMessage()
+
+
+def test_a_retry_delay_past_the_calendar_fails_the_task_and_other_runs_go_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = "  x: {command: [sh, -c, 'exit 1'], retries: 2}\n"
+    broken = harness.trigger(dag("late", body), "late")
+    fine = harness.trigger(dag("fine", "  y: {command: ['true']}\n"), "fine")
+    bend_spec(
+        monkeypatch, harness.engine, "late", retry_delay=timedelta(days=3_000_000)
+    )
+
+    assert harness.run_to_end(broken) == "failed"
+    assert harness.run_to_end(fine) == "succeeded"
+    # No retry could ever be due, so the first failure is the last.
+    assert [a.reason for a in harness.attempts(broken, "x")] == ["Error"]
+    assert harness.tasks(broken)["x"].state == "failed"
+
+
+def test_a_run_that_cannot_advance_is_backed_off_and_others_go_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    stuck = harness.trigger(dag("stuck", "  x: {command: ['true']}\n"), "stuck")
+    fine = harness.trigger(dag("fine", "  y: {command: ['true']}\n"), "fine")
+    with monkeypatch.context() as patch:
+        # A bug (here needs that are not a list) hits one run only.
+        bend_spec(patch, harness.engine, "stuck", needs=None)
+        assert harness.run_to_end(fine) == "succeeded"
+        assert harness.tasks(stuck)["x"].state == "pending"
+    assert any(
+        "cannot advance run" in r.getMessage() and "dag=stuck" in r.getMessage()
+        for r in caplog.records
+    )
+
+    # Once the fault is gone, the run is tried again after its back-off.
+    assert harness.run_to_end(stuck) == "succeeded"
