@@ -36,10 +36,11 @@ from kdag import db as kdb
 from kdag.alerting import Notifier, send_due_alerts
 from kdag.db.schema import attempts, controllers
 from kdag.engine import DATABASE_DOWN, Engine, utc_now
+from kdag.engine.backoff import Backoff
 from kdag.errors import KdagError
 from kdag.launching import AttemptEnded, Launcher, OutputLine
 from kdag.logstore import LogStore, open_store
-from kdag.scheduling import schedule_due_runs
+from kdag.scheduling import dag_backoff, schedule_due_runs
 from kdag.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Controller:
     poll_interval: timedelta = timedelta(seconds=30)
     tick_s: float = 1.0
     _due: dict[str, datetime] = field(default_factory=dict)
+    _dag_backoff: Backoff = field(default_factory=dag_backoff)
 
     @property
     def db(self) -> sa.Engine:
@@ -72,9 +74,10 @@ class Controller:
             did_work |= self._reap_orphans(now)
         if self.sync is not None and self._is_due("sync", now, self.poll_interval):
             did_work |= self.sync.sync(now) is not None
-        did_work |= (
-            schedule_due_runs(self.engine, now, cancel=self.engine.cancel_run) > 0
+        created = schedule_due_runs(
+            self.engine, now, cancel=self.engine.cancel_run, backoff=self._dag_backoff
         )
+        did_work |= created > 0
         did_work |= self.engine.step()
         if self.notifier is not None:
             did_work |= send_due_alerts(self.db, self.notifier, now) > 0

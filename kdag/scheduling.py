@@ -19,32 +19,63 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from kdag.db.schema import dags, runs
-from kdag.engine import ACTIVE_RUN, Engine, iso
+from kdag.engine import ACTIVE_RUN, DATABASE_DOWN, Engine, iso
+from kdag.engine.backoff import Backoff
 from kdag.specs.cron import fire_times, previous_fire_time
 
 logger = logging.getLogger(__name__)
 CATCHUP_LIMIT = 1000  # runs at most per DAG and step, so one DAG cannot stall the loop
 
 
+def dag_backoff() -> Backoff:
+    """The back-off for DAGs that fail to schedule: 1 minute, doubling to 1 hour."""
+    return Backoff(first=timedelta(minutes=1), most=timedelta(hours=1))
+
+
 def schedule_due_runs(
-    engine: Engine, now: datetime, *, cancel: Callable[[int], None] | None = None
+    engine: Engine,
+    now: datetime,
+    *,
+    cancel: Callable[[int], None] | None = None,
+    backoff: Backoff | None = None,
 ) -> int:
-    """Create the runs due by `now`; return how many were created."""
+    """Create the runs due by `now`; return how many were created.
+
+    A DAG that fails (a schedule croniter cannot follow, a bug) is logged and
+    skipped, then left alone for a while by `backoff` (kept by the caller
+    across steps); the others go on. Only a lost database connection raises.
+    """
+    backoff = backoff or dag_backoff()
     with engine.db.connect() as conn:
         candidates = conn.execute(
             sa.select(dags).where(dags.c.is_active, dags.c.version_id.is_not(None))
         ).all()
     created = 0
     for dag in candidates:
-        spec = engine.spec_of(dag.version_id)
-        if spec.schedule:
-            created += _schedule_dag(engine, dag, now, cancel)
+        item = (dag.name, dag.version_id)  # a new version is tried at once
+        if backoff.is_waiting(item, now):
+            continue
+        try:
+            if engine.spec_of(dag.version_id).schedule:
+                created += _schedule_dag(engine, dag, now, cancel)
+        except DATABASE_DOWN:
+            raise
+        except Exception as error:
+            delay = backoff.failed(item, now)
+            logger.exception(
+                "cannot schedule dag=%s, next try in %ss: %s",
+                dag.name,
+                int(delay.total_seconds()),
+                error,
+            )
+            continue
+        backoff.succeeded(item)
     return created
 
 

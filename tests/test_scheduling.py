@@ -3,6 +3,8 @@ clock the test moves. The launcher is the real local one; no task runs here."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import queue
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +17,8 @@ from kdag.db.schema import dags, runs
 from kdag.engine import Engine
 from kdag.launching.local import LocalLauncher
 from kdag.logstore import open_store
-from kdag.scheduling import schedule_due_runs
+from kdag.scheduling import dag_backoff, schedule_due_runs
+from kdag.specs.model import DagSpec
 from tests.fakes.catalog import add_dag
 
 DAILY_NY = """\
@@ -162,3 +165,42 @@ def test_an_inactive_dag_is_not_scheduled(db: sa.Engine, tmp_path: Path) -> None
         conn.execute(dags.update().values(is_active=False))
     clock.now = utc(2024, 7, 5)
     assert schedule_due_runs(make_engine(db, clock, tmp_path), clock.now) == 0
+
+
+def test_a_dag_whose_schedule_croniter_cannot_follow_is_skipped_and_backed_off(
+    db: sa.Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock(utc(2024, 7, 1, 9))
+    broken = DAILY_NY.format(catchup="false", concurrency="allow")
+    add_dag(db, broken.replace("name: daily", "name: broken"), now=clock.now)
+    add_dag(db, DAILY_NY.format(catchup="false", concurrency="allow"), now=clock.now)
+    engine = make_engine(db, clock, tmp_path)
+    # The 31st of February: croniter fails to find a next date. The parser is
+    # to reject it, so the engine is made to see it as a stored version could.
+    read = engine.spec_of
+
+    def spec_of(version_id: int, conn: sa.Connection | None = None) -> DagSpec:
+        spec = read(version_id, conn)
+        if spec.name == "broken":
+            return dataclasses.replace(spec, schedule="0 0 31 2 *")
+        return spec
+
+    monkeypatch.setattr(engine, "spec_of", spec_of)
+    backoff = dag_backoff()
+
+    clock.now = utc(2024, 7, 1, 11)
+    assert schedule_due_runs(engine, clock.now, backoff=backoff) == 1
+    with db.connect() as conn:
+        assert conn.execute(sa.select(runs.c.dag)).scalars().all() == ["daily"]
+    (logged,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "dag=broken" in logged.getMessage() and logged.exc_info is not None
+
+    # Left alone for a minute, then tried again.
+    caplog.clear()
+    assert schedule_due_runs(engine, utc(2024, 7, 1, 11, 0, 59), backoff=backoff) == 0
+    assert caplog.records == []
+    assert schedule_due_runs(engine, utc(2024, 7, 1, 11, 1), backoff=backoff) == 0
+    assert ["dag=broken" in r.getMessage() for r in caplog.records] == [True]

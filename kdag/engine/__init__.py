@@ -38,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kdag.db.schema import alerts, attempts, dag_versions, dags, runs, tasks
+from kdag.engine.backoff import Backoff
 from kdag.errors import KdagError, NotFound
 from kdag.launching import AttemptEnded, Launch, Launcher
 from kdag.launching.pods import pod_labels, pod_name
@@ -51,8 +52,6 @@ ACTIVE_RUN = ("queued", "running")
 DONE_TASK = ("succeeded", "failed", "upstream_failed", "skipped", "canceled")
 BLOCKING = ("failed", "upstream_failed", "canceled")
 DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError)
-RUN_BACKOFF = timedelta(seconds=1)  # the first delay for a run that failed to advance
-MAX_BACKOFF = timedelta(minutes=5)
 
 
 def utc_now() -> datetime:
@@ -87,7 +86,8 @@ class Engine:
         self.workdir_for = workdir_for
         self.clock = clock
         self._stopping: set[int] = set()
-        self._backoff: dict[int, tuple[datetime, timedelta]] = {}  # run: until, delay
+        # Runs that failed to advance: 1 s, 2 s, 4 s... up to 5 minutes.
+        self._backoff = Backoff(first=timedelta(seconds=1), most=timedelta(minutes=5))
 
     # -- specs ------------------------------------------------------------
 
@@ -172,9 +172,8 @@ class Engine:
                 sa.select(runs).where(runs.c.state.in_(ACTIVE_RUN)).order_by(runs.c.id)
             ).all()
         for run in active:
-            if run.id in self._backoff and now < self._backoff[run.id][0]:
-                continue
-            did_work |= self._advance_isolated(run, now)
+            if not self._backoff.is_waiting(run.id, now):
+                did_work |= self._advance_isolated(run, now)
         did_work |= self._stop_overdue()
         return did_work
 
@@ -185,9 +184,7 @@ class Engine:
         except DATABASE_DOWN:
             raise  # not this run's fault: the controller backs off the whole step
         except Exception as error:
-            seen = self._backoff.get(run.id)
-            delay = min(seen[1] * 2, MAX_BACKOFF) if seen else RUN_BACKOFF
-            self._backoff[run.id] = (now + delay, delay)
+            delay = self._backoff.failed(run.id, now)
             logger.exception(
                 "cannot advance run, next try in %ss: dag=%s run=%s: %s",
                 int(delay.total_seconds()),
@@ -196,7 +193,7 @@ class Engine:
                 error,
             )
             return False
-        self._backoff.pop(run.id, None)
+        self._backoff.succeeded(run.id)
         return did_work
 
     def apply_reported(self) -> bool:
