@@ -2,8 +2,9 @@
 
 Three passes, each reporting file:line:col of the offending key:
 
-1. YAML 1.2 through ruamel.yaml (so `no` stays a string); duplicate keys and
-   syntax errors stop here.
+1. YAML 1.2 into data JSON can hold (see `loading`): syntax errors, duplicate
+   or non-string keys, and files too big once aliases are expanded stop here;
+   values of other types (`!!binary`, ...) are reported and the passes go on.
 2. The JSON Schema in `schemas/dag.schema.json`: types, patterns, unknown keys
    (a typo such as `scheudle:` must never pass silently).
 3. Meaning: every `needs` names a task, no cycle, the cron expression and the
@@ -24,6 +25,13 @@ from importlib import resources
 from typing import Any
 
 from kdag.errors import SpecError, SpecErrors
+from kdag.specs.loading import (
+    json_data,
+    key_position,
+    load_yaml,
+    node_at,
+    position,
+)
 from kdag.specs.model import DagSpec, EnvValue, SecretRef, TaskSpec
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -42,8 +50,12 @@ def dag_schema() -> dict[str, Any]:
 
 def parse_dag(text: str, path: str) -> DagSpec:
     """Parse and check one DAG file; raise SpecErrors listing every problem."""
-    document = _load_yaml(text, path)
-    errors = list(_schema_errors(document, path))
+    document = load_yaml(text, path)
+    data, errors = json_data(document, path)
+    explained = {e.field for e in errors}  # one error a value: the first says why
+    errors += [
+        e for e in _schema_errors(data, document, path) if e.field not in explained
+    ]
     errors += _meaning_errors(_well_formed_part(document), path)
     if errors:
         raise SpecErrors(sorted(errors, key=lambda e: (e.line, e.col)))
@@ -61,39 +73,12 @@ def parse_duration(value: str | int) -> timedelta:
     return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
 
 
-def _load_yaml(text: str, path: str) -> Any:
-    # NB: imported here so that `kdag --version` stays fast.
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import MarkedYAMLError, YAMLError
-
-    yaml = YAML(typ="rt")
-    yaml.version = (1, 2)
-    try:
-        document = yaml.load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or "invalid YAML"
-        if "duplicate key" in str(problem):
-            problem = f"duplicate key: {problem.split('duplicate key')[-1].strip()}"
-        raise SpecErrors([SpecError(problem, path=path, line=line, col=col)]) from exc
-    except YAMLError as exc:
-        raise SpecErrors([SpecError(f"invalid YAML: {exc}", path=path)]) from exc
-    if not isinstance(document, Mapping):
-        kind = "empty" if document is None else f"a {type(document).__name__}"
-        message = (
-            f"a DAG file must be a mapping with name and tasks, this one is {kind}"
-        )
-        raise SpecErrors([SpecError(message, path=path)])
-    return document
-
-
-def _schema_errors(document: Any, path: str) -> Iterator[SpecError]:
+def _schema_errors(data: Any, document: Any, path: str) -> Iterator[SpecError]:
+    """Check `data` against the schema; place each error in `document`."""
     from jsonschema import Draft202012Validator
 
     validator = Draft202012Validator(dag_schema())
-    plain = json.loads(json.dumps(document, default=str))
-    found = sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.path)))
+    found = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))
     for error in found:
         yield from _explain(error, document, path)
 
@@ -103,11 +88,11 @@ def _explain(error: Any, document: Any, path: str) -> Iterator[SpecError]:
     where = list(error.absolute_path)
     field = ".".join(map(str, where))
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        node = _node_at(document, where)
+        node = node_at(document, where)
         allowed = _allowed_keys(error.schema)
         for key in node if isinstance(node, Mapping) else ():
             if key not in allowed and _is_unexpected(key, error):
-                line, col = _key_position(node, key)
+                line, col = key_position(node, key)
                 hint = difflib.get_close_matches(str(key), allowed, n=1)
                 more = f" (did you mean {hint[0]!r}?)" if hint else ""
                 name = ".".join([*map(str, where), str(key)])
@@ -117,7 +102,7 @@ def _explain(error: Any, document: Any, path: str) -> Iterator[SpecError]:
     if error.validator == "oneOf" and error.context:
         # Report the alternative that got furthest, rather than "not valid under".
         error = max(error.context, key=lambda e: len(e.absolute_path))
-    line, col = _position(document, where)
+    line, col = position(document, where)
     label = field or "the file"
     if error.validator == "required":
         message = (
@@ -154,46 +139,6 @@ def _allowed_keys(schema: Mapping[str, Any]) -> list[str]:
     if ref.startswith("#/$defs/"):
         keys += list(dag_schema()["$defs"][ref.split("/")[-1]].get("properties", {}))
     return keys
-
-
-def _node_at(document: Any, where: Sequence[Any]) -> Any:
-    node = document
-    for part in where:
-        node = node[part]
-    return node
-
-
-def _key_position(node: Any, key: Any) -> tuple[int, int]:
-    try:
-        line, col = node.lc.key(key)
-        return line + 1, col + 1
-    except (AttributeError, KeyError, TypeError):
-        return _own_position(node)
-
-
-def _own_position(node: Any) -> tuple[int, int]:
-    lc = getattr(node, "lc", None)
-    if lc is None or lc.line is None:
-        return 1, 1
-    return lc.line + 1, lc.col + 1
-
-
-def _position(document: Any, where: Sequence[Any]) -> tuple[int, int]:
-    """Return the line and column of the key (or item) at `where`."""
-    if not where:
-        return 1, 1
-    try:
-        parent = _node_at(document, where[:-1])
-    except (KeyError, IndexError, TypeError):
-        return 1, 1
-    last = where[-1]
-    if isinstance(parent, Mapping):
-        return _key_position(parent, last)
-    try:
-        line, col = parent.lc.item(last)
-        return line + 1, col + 1
-    except (AttributeError, KeyError, IndexError, TypeError):
-        return _own_position(parent)
 
 
 def _well_formed_part(document: Any) -> Any:
@@ -244,7 +189,7 @@ def _find_meaning_errors(document: Any, path: str) -> Iterator[SpecError]:
                     field=f"tasks.{name}.needs",
                 )
         if not task.get("image") and not (document.get("defaults") or {}).get("image"):
-            line, col = _key_position(tasks, name)
+            line, col = key_position(tasks, name)
             yield SpecError(
                 f"tasks.{name}: no image (set tasks.{name}.image or defaults.image)",
                 path=path,
@@ -255,17 +200,17 @@ def _find_meaning_errors(document: Any, path: str) -> Iterator[SpecError]:
     yield from _duration_errors(document, path)
     cycle = _find_cycle({n: list(t.get("needs") or ()) for n, t in tasks.items()})
     if cycle:
-        line, col = _key_position(tasks, cycle[0])
+        line, col = key_position(tasks, cycle[0])
         message = f"tasks: dependency cycle {' -> '.join(cycle)}"
         yield SpecError(message, path=path, line=line, col=col, field="tasks")
     if "timezone" in document and not _is_time_zone(document["timezone"]):
-        line, col = _key_position(document, "timezone")
+        line, col = key_position(document, "timezone")
         message = f"timezone: unknown IANA time zone {document['timezone']!r}"
         yield SpecError(message, path=path, line=line, col=col, field="timezone")
     if "schedule" in document:
         problem = _cron_problem(document["schedule"])
         if problem:
-            line, col = _key_position(document, "schedule")
+            line, col = key_position(document, "schedule")
             message = f"schedule: {problem}"
             yield SpecError(message, path=path, line=line, col=col, field="schedule")
 
@@ -277,7 +222,7 @@ def _duration_errors(document: Any, path: str) -> Iterator[SpecError]:
         for key in DURATION_LIMITS:
             problem = _duration_problem(key, settings.get(key))
             if problem:
-                line, col = _key_position(settings, key)
+                line, col = key_position(settings, key)
                 field = ".".join([*where, key])
                 message = f"{field}: {problem}"
                 yield SpecError(message, path=path, line=line, col=col, field=field)
