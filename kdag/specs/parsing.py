@@ -248,28 +248,25 @@ def _duration_problem(key: str, value: Any) -> str | None:
 
 def _find_cycle(needs: Mapping[str, list[str]]) -> list[str] | None:
     """Return one dependency cycle as [a, b, a], or None."""
+    # NB: a loop, not recursion: a chain of thousands of tasks is a fine DAG.
     state: dict[str, int] = {}  # 1: on the current path, 2: done
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for upstream in needs.get(node, ()):
-            if state.get(upstream) == 1:
-                return [*stack[stack.index(upstream) :], upstream]
-            if upstream in needs and upstream not in state:
-                found = visit(upstream)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in needs:
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found[::-1]  # read in the direction tasks run
+    for start in needs:
+        if start in state:
+            continue
+        state[start] = 1
+        path, upstreams = [start], [iter(needs[start])]
+        while upstreams:
+            upstream = next(upstreams[-1], None)
+            if upstream is None:
+                state[path.pop()] = 2
+                upstreams.pop()
+            elif state.get(upstream) == 1:
+                cycle = [*path[path.index(upstream) :], upstream]
+                return cycle[::-1]  # read in the direction tasks run
+            elif upstream in needs and upstream not in state:
+                state[upstream] = 1
+                path.append(upstream)
+                upstreams.append(iter(needs[upstream]))
     return None
 
 

@@ -234,3 +234,24 @@ def test_durations_at_their_limits_are_valid() -> None:
     spec = parse_dag(f"{ONE_TASK}    timeout: 30d\n    retryDelay: 0\n", "x.yaml")
     assert spec.tasks["a"].timeout == timedelta(days=30)
     assert spec.tasks["a"].retry_delay == timedelta(0)
+
+
+def test_a_long_chain_listed_downstream_first_is_valid() -> None:
+    count = 1200
+    tasks = "".join(
+        f"  t{i}: {{command: [x], needs: [t{i - 1}]}}\n"
+        for i in range(count - 1, 0, -1)
+    )
+    text = f"name: n\ndefaults: {{image: x}}\ntasks:\n{tasks}  t0: {{command: [x]}}\n"
+    spec = parse_dag(text, "x.yaml")
+    assert len(spec.tasks) == count
+    assert spec.tasks["t1199"].needs == ("t1198",)
+
+
+def test_a_cycle_at_the_end_of_a_long_chain_is_found() -> None:
+    tasks = "".join(
+        f"  t{i}: {{command: [x], needs: [t{i + 1}]}}\n" for i in range(1500)
+    )
+    last = "  t1500: {command: [x], needs: [t1499]}\n"
+    (only,) = problems(f"name: n\ndefaults: {{image: x}}\ntasks:\n{tasks}{last}")
+    assert only.endswith("dependency cycle t1499 -> t1500 -> t1499")
