@@ -137,20 +137,35 @@ def validate(paths: tuple[Path, ...]) -> None:
 
 
 def _dag_files(paths: tuple[Path, ...]) -> Iterator[Path]:
+    import errno
+
     from kdag.specs.discovery import IGNORE_FILE, ignore_patterns, is_dag_file
 
     for path in paths:
         if path.is_dir():
             ignore = path / IGNORE_FILE
-            patterns = ignore_patterns(ignore.read_text()) if ignore.exists() else []
+            try:
+                text = ignore.read_bytes().decode() if ignore.exists() else ""
+            except UnicodeDecodeError as error:
+                line = error.object[: error.start].count(b"\n") + 1
+                message = f"{ignore}:{line}:1: not UTF-8 text ({error.reason})"
+                raise click.ClickException(message) from error
+            except OSError as error:
+                message = f"{ignore}: cannot read it: {error}"
+                raise click.ClickException(message) from error
+            patterns = ignore_patterns(text)
             for found in sorted(path.rglob("*")):
                 relative = found.relative_to(path).as_posix()
                 if found.is_file() and is_dag_file(relative, patterns):
                     yield found
-        elif path.exists():
-            yield path
         else:
-            raise click.ClickException(f"{path}: no such file or folder")
+            try:
+                path.stat()  # NB: not exists(), which is False for a symlink loop too
+            except OSError as error:
+                is_loop = error.errno == errno.ELOOP
+                why = "a symlink loop" if is_loop else "no such file or folder"
+                raise click.ClickException(f"{path}: {why}") from error
+            yield path
 
 
 # -- next ---------------------------------------------------------------------

@@ -238,7 +238,7 @@ def test_up_on_a_port_in_use_exits_instead_of_running_without_its_ui(
     assert f"cannot serve the web UI on 127.0.0.1:{port}" in done.stderr
 
 
-def test_next_of_a_schedule_that_never_fires_is_an_error_not_a_hang(
+def test_next_of_a_schedule_that_never_fires_is_an_error_not_a_traceback(
     runner: CliRunner, tmp_path: Path
 ) -> None:
     text = GOOD.replace("tasks:", 'schedule: "0 0 31 2 *"\ntasks:')
@@ -246,4 +246,25 @@ def test_next_of_a_schedule_that_never_fires_is_an_error_not_a_hang(
     result = runner.invoke(main, ["next", str(dag)])
     assert result.exit_code == 1
     assert f"{dag}:3:1: schedule: '0 0 31 2 *' never fires" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_validate_of_a_symlink_loop_says_it_is_one(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+    (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+    result = runner.invoke(main, ["validate", str(tmp_path / "a.yaml")])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'a.yaml'}: a symlink loop" in result.output
+
+
+def test_validate_of_a_kdagignore_that_is_not_utf8_names_it(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    write(tmp_path, "dags/hello.yaml", GOOD)
+    (tmp_path / "dags/.kdagignore").write_bytes(b"drafts/\ncaf\xe9/\n")
+    result = runner.invoke(main, ["validate", str(tmp_path / "dags")])
+    assert result.exit_code == 1
+    assert f"{tmp_path}/dags/.kdagignore:2:1: not UTF-8 text" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
