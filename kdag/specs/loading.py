@@ -190,6 +190,8 @@ def _yaml_error(exc: MarkedYAMLError, path: str) -> SpecError:
     mark = exc.problem_mark or exc.context_mark
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     problem = str(exc.problem or "invalid YAML")
+    if "found another document" in problem:
+        problem = "one DAG per file: found a second YAML document"
     if "duplicate key" in problem:
         problem = f"duplicate key: {problem.split('duplicate key')[-1].strip()}"
     return SpecError(problem, path=path, line=line, col=col)

@@ -28,6 +28,7 @@ from kdag.errors import SpecError, SpecErrors
 from kdag.specs.loading import (
     json_data,
     key_position,
+    kind_of,
     load_yaml,
     node_at,
     position,
@@ -36,6 +37,26 @@ from kdag.specs.model import DagSpec, EnvValue, SecretRef, TaskSpec
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 TASK_FIELDS = ("image", "namespace", "serviceAccount", "resources", "retries")
+# What a value that fails a pattern must be, by the name of its field (or of
+# the mapping whose keys it checks).
+PATTERN_MEANINGS = {
+    "name": "a DNS-1123 label (lower-case letters, digits and '-', starting and "
+    "ending with a letter or digit)",
+    "tasks": "a task name (letters, digits, '-', '_' and '.', starting and ending "
+    "with a letter or digit, at most 63 characters)",
+    "owner": "a label value (letters, digits, '-', '_' and '.', starting and "
+    "ending with a letter or digit, at most 63 characters)",
+    "env": "an environment variable name (letters, digits, '_', '-' and '.', "
+    "not starting with a digit)",
+}
+TYPE_WORDS = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+}
 # NB: the controller adds these to datetimes; unbounded, they overflow it.
 DURATION_LIMITS = {"timeout": timedelta(days=30), "retryDelay": timedelta(days=1)}
 
@@ -58,7 +79,9 @@ def parse_dag(text: str, path: str) -> DagSpec:
     ]
     errors += _meaning_errors(_well_formed_part(document), path)
     if errors:
-        raise SpecErrors(sorted(errors, key=lambda e: (e.line, e.col)))
+        # NB: two rules of the schema may say the same thing (tasks.a: null).
+        unique = {str(e): e for e in errors}.values()
+        raise SpecErrors(sorted(unique, key=lambda e: (e.line, e.col)))
     return _build(document, path)
 
 
@@ -85,48 +108,95 @@ def _schema_errors(data: Any, document: Any, path: str) -> Iterator[SpecError]:
 
 def _explain(error: Any, document: Any, path: str) -> Iterator[SpecError]:
     """Turn one jsonschema error into messages at the right line and column."""
-    where = list(error.absolute_path)
-    field = ".".join(map(str, where))
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        node = node_at(document, where)
-        allowed = _allowed_keys(error.schema)
-        for key in node if isinstance(node, Mapping) else ():
-            if key not in allowed and _is_unexpected(key, error):
-                line, col = key_position(node, key)
-                hint = difflib.get_close_matches(str(key), allowed, n=1)
-                more = f" (did you mean {hint[0]!r}?)" if hint else ""
-                name = ".".join([*map(str, where), str(key)])
-                message = f"{name}: unknown field{more}"
-                yield SpecError(message, path=path, line=line, col=col, field=name)
+        yield from _unknown_fields(error, document, path)
         return
-    if error.validator == "oneOf" and error.context:
-        # Report the alternative that got furthest, rather than "not valid under".
-        error = max(error.context, key=lambda e: len(e.absolute_path))
-    line, col = position(document, where)
-    label = field or "the file"
-    if error.validator == "required":
-        message = (
-            f"{label}: {error.message.replace('is a required property', 'is required')}"
-        )
-    elif error.validator == "pattern" and where and where[-1:] == ["name"]:
-        message = (
-            f"{label}: {error.instance!r} is not a DNS-1123 label "
-            "(lower-case letters, digits and '-', starting and ending with a "
-            "letter or digit)"
-        )
-    elif error.validator == "pattern":
-        message = (
-            f"{label}: {error.instance!r} is not valid here ({_pattern_hint(where)})"
-        )
+    fitting = _fitting_alternative(error)
+    if fitting:
+        for inner in fitting:
+            yield from _explain(inner, document, path)
+        return
+    where = list(error.absolute_path)
+    if "propertyNames" in error.schema_path:  # the key is wrong, not its value
+        line, col = key_position(node_at(document, where), error.instance)
     else:
-        message = f"{label}: {error.message}"
+        line, col = position(document, where)
+    field = ".".join(map(str, where))
+    message = f"{field or 'the file'}: {_message(error, where)}"
     yield SpecError(message, path=path, line=line, col=col, field=field)
 
 
-def _pattern_hint(where: Sequence[Any]) -> str:
-    if "tasks" in where or "owner" in where:
-        return "letters, digits, '-', '_' and '.', at most 63 characters"
-    return "see the schema"
+def _unknown_fields(error: Any, document: Any, path: str) -> Iterator[SpecError]:
+    where = list(error.absolute_path)
+    node = node_at(document, where)
+    allowed = _allowed_keys(error.schema)
+    for key in node if isinstance(node, Mapping) else ():
+        if key not in allowed and _is_unexpected(key, error):
+            line, col = key_position(node, key)
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            more = f" (did you mean {hint[0]!r}?)" if hint else ""
+            name = ".".join([*map(str, where), str(key)])
+            message = f"{name}: unknown field{more}"
+            yield SpecError(message, path=path, line=line, col=col, field=name)
+
+
+def _fitting_alternative(error: Any) -> list[Any]:
+    """Return the errors of the one alternative of a oneOf that fits the value's
+    type (the mapping of a secret reference, say), or [] if there is none."""
+    if error.validator != "oneOf" or _is_duration(error):
+        return []
+    alternatives: dict[int, list[Any]] = {}
+    for inner in error.context:
+        alternatives.setdefault(inner.relative_schema_path[0], []).append(inner)
+    fitting = [
+        inners
+        for inners in alternatives.values()
+        if not any(e.validator == "type" and not e.relative_path for e in inners)
+    ]
+    return fitting[0] if len(fitting) == 1 else []
+
+
+def _message(error: Any, where: Sequence[Any]) -> str:
+    """Say what is wrong with a value, in the words of its field."""
+    shown = _shown(error.instance)
+    if error.validator == "required":
+        return str(error.message).replace("is a required property", "is required")
+    if _is_duration(error):
+        return (
+            f"{shown} is not a duration "
+            "(write 30s, 5m, 1h30m or 2d, or a whole number of seconds)"
+        )
+    if error.validator == "oneOf":
+        types = [s["type"] for s in error.validator_value if "type" in s]
+        return f"must be {_type_words(types)}, not {shown}"
+    if error.validator == "type":
+        return f"must be {_type_words(error.validator_value)}, not {shown}"
+    if error.validator in ("minLength", "minItems", "minProperties"):
+        return "must not be empty"
+    if error.validator == "maxLength":
+        return f"{shown} is longer than {error.validator_value} characters"
+    if error.validator == "pattern":
+        meaning = PATTERN_MEANINGS.get(str(where[-1]) if where else "")
+        return f"{shown} is not {meaning}" if meaning else str(error.message)
+    return str(error.message)
+
+
+def _is_duration(error: Any) -> bool:
+    return bool(error.schema == dag_schema()["$defs"]["duration"])
+
+
+def _type_words(types: str | list[str]) -> str:
+    names = [types] if isinstance(types, str) else types
+    return " or ".join(TYPE_WORDS.get(name, name) for name in names)
+
+
+def _shown(value: Any) -> str:
+    """Show a JSON value as its YAML writer would know it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None or isinstance(value, dict | list):
+        return kind_of(value)
+    return repr(value)
 
 
 def _is_unexpected(key: Any, error: Any) -> bool:

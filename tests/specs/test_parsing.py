@@ -163,7 +163,7 @@ def test_a_task_name_that_is_not_a_label_value_is_an_error() -> None:
 
 def test_a_wrong_type_names_the_field() -> None:
     assert problems(GOOD.replace("  retries: 2", "  retries: two")) == [
-        "dags/x.yaml:13:3: defaults.retries: 'two' is not of type 'integer'"
+        "dags/x.yaml:13:3: defaults.retries: must be a whole number, not 'two'"
     ]
 
 
@@ -255,3 +255,84 @@ def test_a_cycle_at_the_end_of_a_long_chain_is_found() -> None:
     last = "  t1500: {command: [x], needs: [t1499]}\n"
     (only,) = problems(f"name: n\ndefaults: {{image: x}}\ntasks:\n{tasks}{last}")
     assert only.endswith("dependency cycle t1499 -> t1500 -> t1499")
+
+
+DURATION_FORMAT = "(write 30s, 5m, 1h30m or 2d, or a whole number of seconds)"
+
+
+@pytest.mark.parametrize(
+    ("setting", "shown"),
+    [
+        ('retryDelay: "1h30"', "'1h30'"),
+        ("retryDelay: -1", "-1"),
+        ("timeout: 1.5h", "'1.5h'"),
+    ],
+)
+def test_a_malformed_duration_says_how_to_write_one(setting: str, shown: str) -> None:
+    field = setting.split(":")[0]
+    assert problems(f"{ONE_TASK}    {setting}\n") == [
+        f"dags/x.yaml:6:5: tasks.a.{field}: {shown} is not a duration {DURATION_FORMAT}"
+    ]
+
+
+def test_a_malformed_default_duration_says_how_to_write_one() -> None:
+    text = ONE_TASK.replace("{image: x}", "{image: x, timeout: '1.5h'}")
+    assert problems(text) == [
+        f"dags/x.yaml:2:22: defaults.timeout: '1.5h' is not a duration "
+        f"{DURATION_FORMAT}"
+    ]
+
+
+@pytest.mark.parametrize(("name", "col"), [("1A", 11), ("A=B", 11)])
+def test_a_bad_env_name_says_what_an_env_name_is_at_the_name(
+    name: str, col: int
+) -> None:
+    assert problems(f"{ONE_TASK}    env: {{{name}: x}}\n") == [
+        f"dags/x.yaml:6:{col}: tasks.a.env: {name!r} is not an environment variable "
+        "name (letters, digits, '_', '-' and '.', not starting with a digit)"
+    ]
+
+
+def test_a_typo_in_a_secret_reference_names_the_key() -> None:
+    assert problems(f"{ONE_TASK}    env: {{A: {{secrett: s, key: k}}}}\n") == [
+        "dags/x.yaml:6:11: tasks.a.env.A: 'secret' is required",
+        "dags/x.yaml:6:15: tasks.a.env.A.secrett: unknown field "
+        "(did you mean 'secret'?)",
+    ]
+
+
+def test_a_wrong_type_is_said_in_yaml_words() -> None:
+    text = ONE_TASK.replace("[x]", "x") + "    env: {A: [x]}\n"
+    assert problems(text) == [
+        "dags/x.yaml:5:5: tasks.a.command: must be a list, not 'x'",
+        "dags/x.yaml:6:11: tasks.a.env.A: must be a string or a mapping, not a list",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [("- a\n", "a list"), ("42\n", "a number"), ("words\n", "a string")],
+)
+def test_a_file_that_is_not_a_mapping_says_what_it_is(text: str, kind: str) -> None:
+    assert problems(text) == [
+        f"dags/x.yaml:1:1: a DAG file must be a mapping with name and tasks, "
+        f"this one is {kind}"
+    ]
+
+
+def test_a_second_yaml_document_is_one_dag_too_many() -> None:
+    assert problems(f"{ONE_TASK}---\nname: m\n") == [
+        "dags/x.yaml:6:1: one DAG per file: found a second YAML document"
+    ]
+
+
+def test_an_empty_task_is_one_error_not_two() -> None:
+    assert problems("name: n\ntasks: {a: }\n") == [
+        "dags/x.yaml:2:9: tasks.a: must be a mapping, not null"
+    ]
+
+
+def test_no_tasks_is_an_error() -> None:
+    assert problems("name: n\ntasks: {}\n") == [
+        "dags/x.yaml:2:1: tasks: must not be empty"
+    ]
