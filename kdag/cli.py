@@ -173,7 +173,14 @@ def _dag_files(paths: tuple[Path, ...]) -> Iterator[Path]:
 
 @main.command(name="next")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-n", "count", default=5, show_default=True, help="how many fire times")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="how many fire times",
+)
 def next_(file: Path, count: int) -> None:
     """Show a DAG's next fire times, in words and in its own time zone."""
     from datetime import UTC, datetime

@@ -268,3 +268,14 @@ def test_validate_of_a_kdagignore_that_is_not_utf8_names_it(
     assert result.exit_code == 1
     assert f"{tmp_path}/dags/.kdagignore:2:1: not UTF-8 text" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("count", ["0", "-3"])
+def test_next_wants_at_least_one_fire_time(
+    runner: CliRunner, tmp_path: Path, count: str
+) -> None:
+    text = GOOD.replace("tasks:", "schedule: '@daily'\ntasks:")
+    dag = write(tmp_path, "d.yaml", text)
+    result = runner.invoke(main, ["next", str(dag), "-n", count])
+    assert result.exit_code == 2
+    assert "x>=1" in result.output

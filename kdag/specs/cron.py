@@ -14,6 +14,7 @@ is a unique key for a run.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -78,12 +79,7 @@ def next_fire_times(
     expression: str, timezone: str, *, after: datetime, count: int
 ) -> list[datetime]:
     """Return the next `count` fire times after `after`."""
-    found = []
-    for tick in _ticks(expression, timezone, after):
-        found.append(tick)
-        if len(found) == count:
-            break
-    return found
+    return list(itertools.islice(_ticks(expression, timezone, after), max(count, 0)))
 
 
 def previous_fire_time(

@@ -73,6 +73,10 @@ def test_the_tick_before_is_found_however_far_back(
     assert found == expected
 
 
+def test_asking_for_no_fire_times_gets_none() -> None:
+    assert next_fire_times("@hourly", "UTC", after=utc(2024, 1, 1), count=0) == []
+
+
 def test_fire_times_are_strictly_after_the_start_and_up_to_the_end() -> None:
     ticks = list(
         fire_times("@hourly", "UTC", after=utc(2024, 1, 1, 1), until=utc(2024, 1, 1, 3))
