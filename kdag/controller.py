@@ -6,7 +6,7 @@
 2. sync the DAG repository, once every poll interval;
 3. create the runs whose ticks are due;
 4. advance runs (`Engine.step`): apply attempt ends, start ready tasks;
-5. send due alerts, and retry log uploads that failed.
+5. retry log uploads that failed.
 
 `Controller.run(stop)` repeats it. Between steps it waits on a wake-up that a
 launcher sets when an attempt ends (and the web sets on a trigger), or until
@@ -14,6 +14,10 @@ the next retry, deadline or tick is due, at most `tick_s`. So a task's end
 starts the next task at once, not on the next tick of a fixed sleep.
 
 One failing step is logged and backed off; it never ends the loop.
+
+Alerts are sent by a thread of its own that `run` starts and stops: it drains
+the outbox when the engine commits an alert, and every few seconds for the
+retries, so a webhook that hangs delays alerts, never a step of the loop.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_EVERY = timedelta(seconds=5)
 STALE_AFTER = timedelta(seconds=60)
 LOG_RETRY_EVERY = timedelta(seconds=30)
+ALERT_POLL_S = 5.0  # how often the alert sender looks for due retries
+ALERT_STOP_WAIT_S = 15.0  # a send in flight ends within the notifier's timeout
 
 
 @dataclass
@@ -79,8 +85,6 @@ class Controller:
         )
         did_work |= created > 0
         did_work |= self.engine.step()
-        if self.notifier is not None:
-            did_work |= send_due_alerts(self.db, self.notifier, now) > 0
         if self._is_due("logs", now, LOG_RETRY_EVERY):
             self.logs.retry_pending(busy=self._busy_log_keys())
         return did_work
@@ -88,6 +92,17 @@ class Controller:
     def run(self, stop: threading.Event) -> None:
         """Step until `stop` is set; isolate and back off any failing step."""
         logger.info("controller %s started", self.engine.controller_id)
+        done = threading.Event()
+        sender = self._start_alert_sender(done)
+        try:
+            self._loop(stop)
+        finally:
+            if sender is not None:
+                self._stop_alert_sender(sender, done)
+            self.engine.launcher.close()
+            logger.info("controller %s stopped", self.engine.controller_id)
+
+    def _loop(self, stop: threading.Event) -> None:
         backoff_s = 1.0
         while not stop.is_set():
             self.wake.clear()
@@ -102,8 +117,39 @@ class Controller:
                 continue
             if not did_work:
                 self.wake.wait(self._idle_s())
-        self.engine.launcher.close()
-        logger.info("controller %s stopped", self.engine.controller_id)
+
+    def _start_alert_sender(self, done: threading.Event) -> threading.Thread | None:
+        if self.notifier is None:
+            return None
+        sender = threading.Thread(
+            target=self._send_alerts,
+            args=(self.notifier, done),
+            name="kdag-alert-sender",
+            daemon=True,
+        )
+        sender.start()
+        return sender
+
+    def _stop_alert_sender(
+        self, sender: threading.Thread, done: threading.Event
+    ) -> None:
+        done.set()
+        self.engine.alert_queued.set()  # wake it, so it sees `done` now
+        sender.join(ALERT_STOP_WAIT_S)
+        if sender.is_alive():  # a daemon: it cannot keep the process alive
+            logger.warning("alert sender still waiting on the webhook; leaving it")
+
+    def _send_alerts(self, notifier: Notifier, done: threading.Event) -> None:
+        """Drain the alert outbox until `done`: when woken, or every few seconds."""
+        queued = self.engine.alert_queued
+        while not done.is_set():
+            queued.clear()  # before reading, so an alert committed meanwhile wakes us
+            try:
+                send_due_alerts(self.db, notifier, self.engine.clock(), stop=done)
+            except Exception as error:  # the database is away: the loop says so too
+                log = logger.warning if _is_expected(error) else logger.exception
+                log("alerts not sent, next try in %.0fs: %s", ALERT_POLL_S, error)
+            queued.wait(ALERT_POLL_S)
 
     def _idle_s(self) -> float:
         upcoming = self.engine.next_wakeup()

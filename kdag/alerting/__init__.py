@@ -1,21 +1,24 @@
 """Failure alerts, sent from an outbox so a failing webhook never loses one.
 
 The engine writes an `alerts` row in the same transaction as the failure it
-reports. The controller's loop calls `send_due_alerts`, which hands each due
-row to the notifier: sent rows are marked, failed ones are tried again later
-with a growing delay, for up to a day. Sending never raises into the loop.
+reports. The controller's alert sender (a thread of its own, so a slow webhook
+never slows scheduling) calls `send_due_alerts`, which hands each due row to
+the notifier: sent rows are marked; after a TemporaryError, or any unexpected
+error, a row is tried again later with a growing delay, for up to a day; after
+a PermanentError it is given up at once. Sending one alert never raises.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from threading import Event
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from kdag.db.schema import alerts
-from kdag.errors import KdagError
+from kdag.errors import KdagError, PermanentError
 
 logger = logging.getLogger(__name__)
 GIVE_UP_AFTER = timedelta(days=1)
@@ -28,8 +31,13 @@ class Notifier(Protocol):
         ...
 
 
-def send_due_alerts(db: sa.Engine, notifier: Notifier, now: datetime) -> int:
-    """Send every due alert; return how many went out."""
+def send_due_alerts(
+    db: sa.Engine, notifier: Notifier, now: datetime, *, stop: Event | None = None
+) -> int:
+    """Send every due alert, until `stop` is set; return how many went out.
+
+    Raises only if the database cannot be read or written.
+    """
     with db.connect() as conn:
         due = conn.execute(
             sa.select(alerts)
@@ -42,10 +50,14 @@ def send_due_alerts(db: sa.Engine, notifier: Notifier, now: datetime) -> int:
         ).all()
     sent = 0
     for row in due:
+        if stop is not None and stop.is_set():
+            break
         try:
             notifier.send(row.payload)
-        except KdagError as error:
-            _record_failure(db, row, now, str(error))
+        except Exception as error:
+            if not isinstance(error, KdagError):  # a notifier that breaks its promise
+                logger.exception("alert %s: unexpected error from the notifier", row.id)
+            _record_failure(db, row, now, error)
             continue
         with db.begin() as conn:
             conn.execute(
@@ -63,10 +75,10 @@ def send_due_alerts(db: sa.Engine, notifier: Notifier, now: datetime) -> int:
     return sent
 
 
-def _record_failure(db: sa.Engine, row: Any, now: datetime, error: str) -> None:
+def _record_failure(db: sa.Engine, row: Any, now: datetime, error: Exception) -> None:
     tries = row.tries + 1
     delay = min(timedelta(seconds=5 * 2 ** min(tries, 10)), MAX_DELAY)
-    gave_up = now - row.created_at > GIVE_UP_AFTER
+    gave_up = isinstance(error, PermanentError) or now - row.created_at > GIVE_UP_AFTER
     with db.begin() as conn:
         conn.execute(
             alerts.update()
@@ -74,7 +86,7 @@ def _record_failure(db: sa.Engine, row: Any, now: datetime, error: str) -> None:
             .values(
                 tries=tries,
                 next_try_at=now + delay,
-                last_error=error,
+                last_error=str(error),
                 sent_at=now if gave_up else None,
             )
         )

@@ -1,18 +1,20 @@
 """Slack incoming webhooks, through slack-sdk.
 
 Every message names the DAG, run, task, attempt and reason, and links to the
-run (or the task's log) in kdag's UI. Errors from slack-sdk and the network
-become TemporaryError here, so the outbox tries again.
+run (or the task's log) in kdag's UI. Every error of slack-sdk is translated
+here: the network's and Slack's answers become TemporaryError, so the outbox
+tries again; a URL the client cannot use at all becomes PermanentError.
 """
 
 from __future__ import annotations
 
+from http.client import InvalidURL
 from typing import Any
 
-from slack_sdk.errors import SlackClientError
+from slack_sdk.errors import SlackClientError, SlackRequestError
 from slack_sdk.webhook import WebhookClient
 
-from kdag.errors import TemporaryError
+from kdag.errors import PermanentError, TemporaryError
 
 
 class SlackNotifier:
@@ -39,8 +41,13 @@ class SlackNotifier:
         ]
         try:
             answer = self.client.send(text=text, blocks=blocks)
+        except (SlackRequestError, InvalidURL, ValueError) as error:
+            # No scheme, a bad port or host: the same URL will never work.
+            raise PermanentError(f"Slack webhook URL unusable: {error}") from error
         except (SlackClientError, OSError) as error:
             raise TemporaryError(f"Slack webhook unreachable: {error}") from error
+        except Exception as error:  # NB: nothing from the client may reach the loop
+            raise TemporaryError(f"Slack webhook failed: {error!r}") from error
         if answer.status_code != 200:
             raise TemporaryError(
                 f"Slack webhook answered {answer.status_code}: {answer.body[:200]}"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +87,7 @@ class Engine:
         self.workdir_for = workdir_for
         self.clock = clock
         self._stopping: set[int] = set()
+        self.alert_queued = threading.Event()  # set once an alert is committed
         # Runs that failed to advance: 1 s, 2 s, 4 s... up to 5 minutes.
         self._backoff = Backoff(first=timedelta(seconds=1), most=timedelta(minutes=5))
 
@@ -425,6 +427,8 @@ class Engine:
                         "logical_date": iso(run.logical_date),
                     },
                 )
+        if state == "failed":
+            self.alert_queued.set()
         logger.info("run %s: dag=%s run=%s", state, run.dag, run.id)
 
     # -- attempt ends -------------------------------------------------------
@@ -480,6 +484,8 @@ class Engine:
                         "message": ended.message,
                     },
                 )
+        if state == "failed":
+            self.alert_queued.set()
         log = logger.info if state in ("succeeded", "up_for_retry") else logger.warning
         log(
             "task %s: dag=%s run=%s task=%s attempt=%s exit_code=%s reason=%s",

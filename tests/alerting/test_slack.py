@@ -4,6 +4,7 @@ from the outbox table of a real database (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -37,7 +38,7 @@ def enqueue(db: sa.Engine, payload: dict) -> None:
 
 def outbox(db: sa.Engine) -> list[sa.Row]:
     with db.connect() as conn:
-        return conn.execute(sa.select(alerts)).all()
+        return conn.execute(sa.select(alerts).order_by(alerts.c.id)).all()
 
 
 def test_a_failed_task_posts_dag_run_task_attempt_reason_and_a_link(
@@ -93,3 +94,47 @@ def test_an_unreachable_webhook_is_recorded_not_raised(db: sa.Engine) -> None:
     assert send_due_alerts(db, notifier, NOW) == 0
     (row,) = outbox(db)
     assert row.sent_at is None and "unreachable" in row.last_error
+
+
+def test_a_webhook_url_without_a_scheme_is_given_up_not_raised(db: sa.Engine) -> None:
+    enqueue(db, TASK_FAILED)
+    notifier = SlackNotifier("hooks.slack.com/services/T0/B0/XX", base_url="http://ui")
+
+    assert send_due_alerts(db, notifier, NOW) == 0
+    (row,) = outbox(db)
+    # Retrying the same URL cannot help: the alert is given up at once.
+    assert row.sent_at == NOW and "unusable" in row.last_error
+
+
+class Broken:
+    """A notifier that breaks its promise to raise only kdag's errors."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop
+        self.sent: list[dict] = []
+
+    def send(self, alert: dict) -> None:
+        self.sent.append(alert)
+        if self.stop is not None:
+            self.stop.set()
+        raise RuntimeError("a bug in the notifier")
+
+
+def test_any_error_of_a_notifier_is_recorded_and_retried_not_raised(
+    db: sa.Engine,
+) -> None:
+    enqueue(db, TASK_FAILED)
+    assert send_due_alerts(db, Broken(), NOW) == 0
+    (row,) = outbox(db)
+    assert row.sent_at is None and row.tries == 1 and "bug" in row.last_error
+    assert row.next_try_at > NOW
+
+
+def test_sending_stops_between_alerts_when_asked(db: sa.Engine) -> None:
+    enqueue(db, TASK_FAILED)
+    enqueue(db, TASK_FAILED)
+    stop = threading.Event()
+    notifier = Broken(stop)  # asks to stop while sending the first
+    send_due_alerts(db, notifier, NOW, stop=stop)
+    assert len(notifier.sent) == 1
+    assert [r.tries for r in outbox(db)] == [1, 0]

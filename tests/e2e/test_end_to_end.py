@@ -3,21 +3,26 @@ made in a temp folder, the controller with each launcher, logs in a file
 store, the JSON API through Flask's test client, SQLite and PostgreSQL, and
 Slack alerts posted by slack-sdk to a local HTTP receiver.
 
-Emulated: Slack's server, and, for the kubernetes launcher, the Kubernetes API
-(`tests/fakes/kube_emulator.py`, reached over HTTP by the real client, whose
-kubelet runs each pod's command as a local process)."""
+Emulated: Slack's server (one that answers, and one that never does), and, for
+the kubernetes launcher, the Kubernetes API (`tests/fakes/kube_emulator.py`,
+reached over HTTP by the real client, whose kubelet runs each pod's command as
+a local process)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from kdag.controller import Controller, build_controller
+from kdag.db.schema import runs
 from kdag.engine import trigger_run
 from kdag.settings import Settings
 from kdag.web import create_app
@@ -50,17 +55,21 @@ def git(repo: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
 
 
-@pytest.fixture
-def dag_repo(tmp_path: Path) -> Path:
+def make_repo(tmp_path: Path, name: str, source: str) -> Path:
     repo = tmp_path / "dags-repo"
     (repo / "dags").mkdir(parents=True)
     git(repo, "init", "-b", "main")
     git(repo, "config", "user.email", "t@example.com")
     git(repo, "config", "user.name", "t")
-    (repo / "dags" / "e2e.yaml").write_text(DAG)
+    (repo / "dags" / f"{name}.yaml").write_text(source)
     git(repo, "add", ".")
-    git(repo, "commit", "-m", "add the e2e DAG")
+    git(repo, "commit", "-m", f"add the {name} DAG")
     return repo
+
+
+@pytest.fixture
+def dag_repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path, "e2e", DAG)
 
 
 @pytest.fixture(params=["local", "kubernetes"])
@@ -159,6 +168,103 @@ def test_a_failing_task_retries_blocks_its_downstream_and_alerts_slack(
     assert f"extracting for run {run_id} attempt 1" in latest
     uri = _task(run, "extract")["attempts"][0]["log_uri"]
     assert Path(uri.removeprefix("file://")).read_text() == latest
+
+
+CHAIN = """\
+name: chain
+defaults: {image: busybox}
+tasks:
+  boom: {command: [sh, -c, "exit 1"]}
+  bang: {command: [sh, -c, "exit 2"]}
+  first: {command: ["true"]}
+  second: {command: ["true"], needs: [first]}
+  third: {command: ["true"], needs: [second]}
+"""
+
+
+class SilentWebhook:
+    """A TCP server that accepts every connection and never answers."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        port = self.server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/services/T000/B000/XXX"
+        self.accepted = threading.Event()
+        self.first_accepted_at = datetime.min.replace(tzinfo=UTC)
+        self.connections: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            self.connections.append(connection)
+            if not self.accepted.is_set():
+                self.first_accepted_at = datetime.now(UTC)
+                self.accepted.set()
+
+    def close(self) -> None:
+        """Hang up on every client, so none waits for its timeout."""
+        self.server.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+        self.server.close()
+        self.thread.join(timeout=5)
+        for connection in self.connections:
+            connection.close()
+
+
+def test_a_webhook_that_never_answers_does_not_slow_the_runs(
+    db_url: str, tmp_path: Path
+) -> None:
+    hook = SilentWebhook()
+    settings = Settings(
+        data_dir=tmp_path / "kdag",
+        db_url=db_url,
+        repo=str(make_repo(tmp_path, "chain", CHAIN)),
+        path="dags",
+        slack_webhook_url=hook.url,
+        base_url="http://kdag.test",
+    )
+    controller = build_controller(settings)
+    controller.step()  # syncs git
+    stop = threading.Event()
+    loop = threading.Thread(target=controller.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        run_id = _trigger(controller)("chain")
+        # boom and bang fail at once; the alert sender then waits on Slack,
+        # up to its 10 s timeout per alert, while the chain goes on.
+        assert hook.accepted.wait(30)
+        ended_at = _wait_for_end(controller, run_id, timeout_s=30)
+        assert ended_at - hook.first_accepted_at < timedelta(seconds=5)
+    finally:
+        hook.close()
+        stop.set()
+        controller.wake.set()
+        loop.join(timeout=30)
+        controller.db.dispose()
+    assert not loop.is_alive()
+    assert "kdag-alert-sender" not in {t.name for t in threading.enumerate()}
+
+
+def _wait_for_end(controller: Controller, run_id: int, *, timeout_s: float) -> Any:
+    """Return the run's end time, looking every 50 ms until `timeout_s`."""
+    give_up = threading.Event()
+    timer = threading.Timer(timeout_s, give_up.set)
+    timer.start()
+    try:
+        while not give_up.wait(0.05):
+            with controller.db.connect() as conn:
+                ended_at = conn.execute(
+                    sa.select(runs.c.ended_at).where(runs.c.id == run_id)
+                ).scalar_one()
+            if ended_at is not None:
+                return ended_at
+    finally:
+        timer.cancel()
+    raise AssertionError(f"run {run_id} did not end in {timeout_s}s")
 
 
 def _trigger(controller: Controller) -> Any:
