@@ -82,11 +82,15 @@ def json_data(document: Any, path: str) -> tuple[Any, list[SpecError]]:
             line, col = position(document, where)
             raise SpecErrors([SpecError(TOO_DEEP, path=path, line=line, col=col)])
         if isinstance(value, Mapping):
+            # NB: only !!omap gets here with other keys; StringKeyConstructor
+            # stops the rest. The entry is left out: its error says why.
             for key in value:
                 if not isinstance(key, str):
                     bad_key = f"key {key!r} is {kind_of(key)}, not a string"
                     errors.append(_error_at(document, where, bad_key, path))
-            return {str(k): copy(v, [*where, k]) for k, v in value.items()}
+            return {
+                k: copy(v, [*where, k]) for k, v in value.items() if isinstance(k, str)
+            }
         if isinstance(value, list):
             return [copy(v, [*where, i]) for i, v in enumerate(value)]
         plain, problem = _plain_scalar(value)

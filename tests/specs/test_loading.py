@@ -122,3 +122,10 @@ def test_timestamps_stay_the_strings_written_as_yaml_1_2_says() -> None:
     assert spec.owner == "2024-01-01"
     assert spec.tasks["a"].command == ("echo", "2024-01-01T10:00:00Z")
     assert spec.tasks["a"].env["E"] == "2024-01-01 10:00:00.5Z"
+
+
+def test_an_ordered_map_with_a_number_key_is_an_error_at_the_map() -> None:
+    text = ONE_TASK.replace("[x]}", "[x], env: !!omap [{1: a}, {B: b}]}")
+    assert problems(text) == [
+        "x.yaml:4:21: tasks.a.env: key 1 is a number, not a string"
+    ]
