@@ -72,11 +72,12 @@ def json_data(document: Any, path: str) -> tuple[Any, list[SpecError]]:
     Raise SpecErrors if the copy would be too deep or too big.
     """
     errors: list[SpecError] = []
-    budget = [MAX_VALUES]
+    left = MAX_VALUES
 
     def copy(value: Any, where: list[Any]) -> Any:
-        budget[0] -= 1
-        if budget[0] < 0:
+        nonlocal left
+        left -= 1
+        if left < 0:
             raise SpecErrors([SpecError(TOO_MANY, path=path)])
         if len(where) > MAX_DEPTH:
             line, col = position(document, where)
