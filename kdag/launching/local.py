@@ -9,11 +9,19 @@ Secrets are never written in DAG files; locally, a secret reference takes the
 value of the variable of the same name from kdag's own environment, and the
 attempt fails with CreateContainerConfigError (as in Kubernetes) if it is not
 set.
+
+Stopping (a timeout, a cancel) sends SIGTERM to the attempt's process group,
+then SIGKILL after a grace period, also when the leader has already exited:
+what it left behind (a subshell ignoring SIGTERM, say) is killed too. The
+attempt ends when its leader has exited and its output is closed, or, once
+its group was killed, at once: a process that left the group (`setsid`) can
+neither be killed nor keep the attempt going.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -29,6 +37,16 @@ from kdag.specs.model import SecretRef
 
 logger = logging.getLogger(__name__)
 STOP_GRACE_S = 10.0
+DRAIN_S = 1.0  # after a kill, how long the last output may take to arrive
+
+
+@dataclasses.dataclass
+class _Running:
+    """One attempt's process, as the launcher's threads share it."""
+
+    process: subprocess.Popen[bytes]
+    output_over: threading.Event  # the output closed, or the group was killed
+    stop_reason: str | None = None
 
 
 class LocalLauncher:
@@ -40,8 +58,7 @@ class LocalLauncher:
         self.report = report
         self.logs = logs
         self.on_output = on_output
-        self._processes: dict[int, subprocess.Popen[bytes]] = {}
-        self._stop_reasons: dict[int, str] = {}
+        self._running: dict[int, _Running] = {}
         self._lock = threading.Lock()
 
     def start(self, launch: Launch) -> str:
@@ -80,11 +97,12 @@ class LocalLauncher:
                 AttemptEnded(launch.attempt_id, False, 127, "StartError", message),
             )
             return ""
+        running = _Running(process, threading.Event())
         with self._lock:
-            self._processes[launch.attempt_id] = process
+            self._running[launch.attempt_id] = running
         threading.Thread(
             target=self._follow,
-            args=(launch, process, spool),
+            args=(launch, running, spool),
             name=f"local-{launch.name}",
             daemon=True,
         ).start()
@@ -103,22 +121,37 @@ class LocalLauncher:
                 env[name] = expand_vars(value, env)
         return env, missing
 
-    def _follow(
-        self, launch: Launch, process: subprocess.Popen[bytes], spool: Path
-    ) -> None:
-        """Copy output to the spool file line by line, then report the end."""
-        assert process.stdout is not None
-        with spool.open("wb") as sink:
-            for raw in process.stdout:
-                sink.write(raw)
-                sink.flush()
-                if self.on_output:
-                    self.on_output(launch, raw.decode(errors="replace").rstrip("\n"))
-        code = process.wait()
+    def _follow(self, launch: Launch, running: _Running, spool: Path) -> None:
+        """Wait for the leader and the output, then report the end."""
+        copier = threading.Thread(
+            target=self._copy_output,
+            args=(launch, running, spool),
+            name=f"local-output-{launch.name}",
+            daemon=True,
+        )
+        copier.start()
+        code = running.process.wait()
+        # What the leader left in its group may hold the output open: wait for
+        # it to close it, or for a stop to kill the group.
+        running.output_over.wait()
+        copier.join(DRAIN_S)
         with self._lock:
-            self._processes.pop(launch.attempt_id, None)
-            stop_reason = self._stop_reasons.pop(launch.attempt_id, None)
-        self._finish(launch, _ending(launch.attempt_id, code, stop_reason))
+            self._running.pop(launch.attempt_id, None)
+        self._finish(launch, _ending(launch.attempt_id, code, running.stop_reason))
+
+    def _copy_output(self, launch: Launch, running: _Running, spool: Path) -> None:
+        """Copy output to the spool file line by line, until it closes."""
+        assert running.process.stdout is not None
+        try:
+            with spool.open("wb") as sink:
+                for raw in running.process.stdout:
+                    sink.write(raw)
+                    sink.flush()
+                    if self.on_output:
+                        line = raw.decode(errors="replace").rstrip("\n")
+                        self.on_output(launch, line)
+        finally:
+            running.output_over.set()
 
     def _finish(self, launch: Launch, ended: AttemptEnded) -> None:
         self.logs.upload(launch.log_key)
@@ -126,18 +159,26 @@ class LocalLauncher:
 
     def stop(self, attempt_id: int, reason: str) -> None:
         with self._lock:
-            process = self._processes.get(attempt_id)
-            if process is None:
+            running = self._running.get(attempt_id)
+            if running is None:
                 return
-            self._stop_reasons[attempt_id] = reason
-        _signal_group(process, signal.SIGTERM)
-        timer = threading.Timer(STOP_GRACE_S, _signal_group, (process, signal.SIGKILL))
+            running.stop_reason = reason
+            _signal_group(running.process.pid, signal.SIGTERM)
+        timer = threading.Timer(STOP_GRACE_S, self._kill, (attempt_id, running))
         timer.daemon = True
         timer.start()
 
+    def _kill(self, attempt_id: int, running: _Running) -> None:
+        with self._lock:
+            # NB: once the attempt is over, its group id may be another's.
+            if self._running.get(attempt_id) is not running:
+                return
+            _signal_group(running.process.pid, signal.SIGKILL)
+        running.output_over.set()
+
     def close(self) -> None:
         with self._lock:
-            running = list(self._processes)
+            running = list(self._running)
         for attempt_id in running:
             self.stop(attempt_id, "Canceled")
 
@@ -156,11 +197,11 @@ def _ending(attempt_id: int, code: int, stop_reason: str | None) -> AttemptEnded
     )
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
+def _signal_group(leader_pid: int, sig: signal.Signals) -> None:
+    # NB: signal the group even when its leader has exited: the group lives on
+    # while any member does, and that member is what still runs.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(leader_pid, sig)
 
 
 def _path_with_our_bin(env: Mapping[str, str] | None = None) -> str:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from kdag.db.schema import attempts, runs, tasks
 from kdag.engine import Engine, trigger_run
 from kdag.launching import AttemptEnded
+from kdag.launching import local as local_launching
 from kdag.launching.local import LocalLauncher
 from kdag.logstore import LogStore, open_store
 from kdag.specs.model import DagSpec
@@ -188,6 +189,20 @@ def test_an_attempt_past_its_timeout_is_stopped(harness: Harness) -> None:
     (only,) = harness.attempts(run_id, "slow")
     assert only.reason == "Timeout"
     assert (only.ended_at - only.started_at).total_seconds() < 15
+
+
+def test_a_timeout_also_kills_what_the_task_left_running_ignoring_sigterm(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local_launching, "STOP_GRACE_S", 0.5)
+    # sh dies of SIGTERM at once; the subshell it started ignores it.
+    script = "(trap '' TERM; sleep 60) & echo started; wait"
+    body = f'  stubborn: {{command: [sh, -c, "{script}"], timeout: 1s}}\n'
+    run_id = harness.trigger(dag("stubborn", body), "stubborn")
+    assert harness.run_to_end(run_id, timeout_s=20) == "failed"
+    (only,) = harness.attempts(run_id, "stubborn")
+    assert (only.reason, only.exit_code) == ("Timeout", 143)
+    assert (only.ended_at - only.started_at).total_seconds() < 10
 
 
 def test_commands_see_kdag_variables_expanded_as_kubernetes_does(

@@ -1,0 +1,94 @@
+"""The local launcher stopping real processes: `sh`, `sleep` and `setsid`, with
+a grace period shortened to half a second. Nothing is emulated."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from kdag.launching import AttemptEnded, Launch
+from kdag.launching import local as local_launching
+from kdag.launching.local import LocalLauncher
+from kdag.logstore import LogStore
+from tests.launching.conftest import MakeLaunch
+
+
+@pytest.fixture
+def started() -> threading.Event:
+    """Set when a task prints the line `started`."""
+    return threading.Event()
+
+
+@pytest.fixture
+def local(
+    logs: LogStore,
+    reports: queue.Queue[AttemptEnded],
+    started: threading.Event,
+    monkeypatch: pytest.MonkeyPatch,
+) -> LocalLauncher:
+    monkeypatch.setattr(local_launching, "STOP_GRACE_S", 0.5)
+
+    def on_output(launch: Launch, line: str) -> None:
+        if line == "started":
+            started.set()
+
+    return LocalLauncher(report=reports.put, logs=logs, on_output=on_output)
+
+
+def is_running(pid: int) -> bool:
+    """Whether `pid` is alive: gone and zombie processes are not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_a_stop_kills_what_the_leader_left_behind_ignoring_sigterm(
+    local: LocalLauncher,
+    make_launch: MakeLaunch,
+    reports: queue.Queue[AttemptEnded],
+    started: threading.Event,
+    tmp_path: Path,
+) -> None:
+    # The leader dies of SIGTERM; the subshell it left ignores it and holds
+    # the output open for 60 s.
+    pid_file = tmp_path / "pid"
+    script = f"(trap '' TERM; exec sleep 60) & echo $! > {pid_file}; echo started; wait"
+    launch = make_launch(["sh", "-c", script])
+    local.start(launch)
+    assert started.wait(10)
+
+    local.stop(launch.attempt_id, "Timeout")
+    ended = reports.get(timeout=10)
+    assert (ended.reason, ended.exit_code) == ("Timeout", 143)
+    assert not is_running(int(pid_file.read_text()))
+
+
+def test_a_process_that_left_the_group_does_not_keep_a_stopped_attempt_going(
+    local: LocalLauncher,
+    make_launch: MakeLaunch,
+    reports: queue.Queue[AttemptEnded],
+    started: threading.Event,
+    tmp_path: Path,
+) -> None:
+    # `setsid` takes sleep out of the group, beyond reach, with the output.
+    pid_file = tmp_path / "pid"
+    script = f"setsid sleep 60 & echo $! > {pid_file}; echo started"
+    launch = make_launch(["sh", "-c", script])
+    local.start(launch)
+    assert started.wait(10)
+    escaped = int(pid_file.read_text())
+    try:
+        local.stop(launch.attempt_id, "Timeout")
+        ended = reports.get(timeout=10)
+        assert ended.reason == "Timeout"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(escaped, signal.SIGKILL)
