@@ -10,12 +10,12 @@ value of the variable of the same name from kdag's own environment, and the
 attempt fails with CreateContainerConfigError (as in Kubernetes) if it is not
 set.
 
-Stopping (a timeout, a cancel) sends SIGTERM to the attempt's process group,
-then SIGKILL after a grace period, also when the leader has already exited:
-what it left behind (a subshell ignoring SIGTERM, say) is killed too. The
-attempt ends when its leader has exited and its output is closed, or, once
-its group was killed, at once: a process that left the group (`setsid`) can
-neither be killed nor keep the attempt going.
+The attempt ends when its leader exits, as a container ends with its main
+process: what the leader left running in its process group is killed then,
+and its output gets DRAIN_S to arrive. Stopping (a timeout, a cancel) sends
+SIGTERM to the group, then SIGKILL after a grace period, also when the leader
+has already exited. A process that left the group (`setsid`) can be neither
+killed nor waited for: it never keeps an attempt going.
 """
 
 from __future__ import annotations
@@ -131,9 +131,11 @@ class LocalLauncher:
         )
         copier.start()
         code = running.process.wait()
-        # What the leader left in its group may hold the output open: wait for
-        # it to close it, or for a stop to kill the group.
-        running.output_over.wait()
+        # NB: kill at once what the leader left behind, as Kubernetes does when a
+        # container's main process exits; its group id is not reused while
+        # members live, and the leader was reaped only now.
+        _signal_group(running.process.pid, signal.SIGKILL)
+        running.output_over.wait(DRAIN_S)
         copier.join(DRAIN_S)
         with self._lock:
             self._running.pop(launch.attempt_id, None)

@@ -71,24 +71,37 @@ def test_a_stop_kills_what_the_leader_left_behind_ignoring_sigterm(
     assert not is_running(int(pid_file.read_text()))
 
 
-def test_a_process_that_left_the_group_does_not_keep_a_stopped_attempt_going(
+def test_an_attempt_ends_with_its_leader_and_what_it_left_running_is_killed(
     local: LocalLauncher,
     make_launch: MakeLaunch,
     reports: queue.Queue[AttemptEnded],
-    started: threading.Event,
     tmp_path: Path,
 ) -> None:
-    # `setsid` takes sleep out of the group, beyond reach, with the output.
+    # As a container ends with its main process: the background sleep holding
+    # the output open neither keeps the attempt going nor outlives it.
     pid_file = tmp_path / "pid"
-    script = f"setsid sleep 60 & echo $! > {pid_file}; echo started"
+    script = f"sleep 60 & echo $! > {pid_file}; echo done"
     launch = make_launch(["sh", "-c", script])
     local.start(launch)
-    assert started.wait(10)
-    escaped = int(pid_file.read_text())
+
+    ended = reports.get(timeout=10)
+    assert (ended.is_success, ended.reason) == (True, "Completed")
+    assert not is_running(int(pid_file.read_text()))
+    assert b"done" in local.logs.read(launch.log_key)
+
+
+def test_a_process_that_left_the_group_does_not_keep_a_finished_attempt_going(
+    local: LocalLauncher,
+    make_launch: MakeLaunch,
+    reports: queue.Queue[AttemptEnded],
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "pid"
+    launch = make_launch(["sh", "-c", f"setsid sleep 60 & echo $! > {pid_file}"])
+    local.start(launch)
     try:
-        local.stop(launch.attempt_id, "Timeout")
         ended = reports.get(timeout=10)
-        assert ended.reason == "Timeout"
+        assert ended.is_success
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(escaped, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
