@@ -6,6 +6,11 @@ never slows scheduling) calls `send_due_alerts`, which hands each due row to
 the notifier: sent rows are marked; after a TemporaryError, or any unexpected
 error, a row is tried again later with a growing delay, for up to a day; after
 a PermanentError it is given up at once. Sending one alert never raises.
+
+Several controllers may share the outbox: an alert is claimed before it is
+sent, by moving its `next_try_at` a lease ahead with a conditional update, so
+only the controller whose update changed the row sends it. A controller that
+dies while sending leaves the lease to expire, and the alert is sent again.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from kdag.errors import KdagError, PermanentError
 logger = logging.getLogger(__name__)
 GIVE_UP_AFTER = timedelta(days=1)
 MAX_DELAY = timedelta(minutes=10)
+LEASE = timedelta(minutes=2)  # longer than any one send may take
 
 
 class Notifier(Protocol):
@@ -52,6 +58,8 @@ def send_due_alerts(
     for row in due:
         if stop is not None and stop.is_set():
             break
+        if not _claim(db, row, now):
+            continue  # another controller is sending it
         try:
             notifier.send(row.payload)
         except Exception as error:
@@ -73,6 +81,21 @@ def send_due_alerts(
         )
         sent += 1
     return sent
+
+
+def _claim(db: sa.Engine, row: Any, now: datetime) -> bool:
+    """Lease `row` to this controller; return whether the lease was ours to take."""
+    with db.begin() as conn:
+        leased = conn.execute(
+            alerts.update()
+            .where(
+                alerts.c.id == row.id,
+                alerts.c.sent_at.is_(None),
+                alerts.c.next_try_at == row.next_try_at,
+            )
+            .values(next_try_at=now + LEASE)
+        )
+    return leased.rowcount == 1
 
 
 def _record_failure(db: sa.Engine, row: Any, now: datetime, error: Exception) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -138,3 +139,30 @@ def test_sending_stops_between_alerts_when_asked(db: sa.Engine) -> None:
     send_due_alerts(db, notifier, NOW, stop=stop)
     assert len(notifier.sent) == 1
     assert [r.tries for r in outbox(db)] == [1, 0]
+
+
+class Recording:
+    """A notifier that records what it sends and can run something meanwhile."""
+
+    def __init__(self, meanwhile: Callable[[], None] = lambda: None) -> None:
+        self.sent: list[dict] = []
+        self.meanwhile = meanwhile
+
+    def send(self, alert: dict) -> None:
+        self.sent.append(alert)
+        meanwhile, self.meanwhile = self.meanwhile, lambda: None
+        meanwhile()
+
+
+def test_two_controllers_never_send_the_same_alert(db: sa.Engine) -> None:
+    enqueue(db, {**TASK_FAILED, "attempt": 1})
+    enqueue(db, {**TASK_FAILED, "attempt": 2})
+    # While A sends the first alert, B drains the outbox: it takes the second
+    # only, and A, holding a stale view of the second, leaves it alone.
+    b = Recording()
+    a = Recording(meanwhile=lambda: send_due_alerts(db, b, NOW))
+    send_due_alerts(db, a, NOW)
+
+    assert [x["attempt"] for x in a.sent] == [1]
+    assert [x["attempt"] for x in b.sent] == [2]
+    assert all(row.sent_at == NOW for row in outbox(db))
