@@ -453,9 +453,11 @@ class Engine:
             ).one_or_none()
             if found is None or found.state != "running":
                 return  # already recorded (a duplicate report)
-            conn.execute(
+            # NB: conditional, so that of two controllers reporting one end (an
+            # orphan both reaped) only the first records it.
+            recorded = conn.execute(
                 attempts.update()
-                .where(attempts.c.id == ended.attempt_id)
+                .where(attempts.c.id == ended.attempt_id, attempts.c.state == "running")
                 .values(
                     state="succeeded" if ended.is_success else "failed",
                     ended_at=now,
@@ -463,6 +465,8 @@ class Engine:
                     reason=ended.reason,
                 )
             )
+            if recorded.rowcount != 1:
+                return
             state, next_try_at = self._task_outcome(conn, found, ended, now)
             conn.execute(
                 tasks.update()
