@@ -239,6 +239,8 @@ class Engine:
         now = self.clock()
         did_work = False
         if run.state == "queued":
+            if spec.concurrency == "forbid" and self._has_earlier_active_run(run):
+                return False  # one at a time: it starts when those are over
             with self.db.begin() as conn:
                 conn.execute(
                     runs.update()
@@ -277,6 +279,19 @@ class Engine:
             self._finish_run(run, states)
             did_work = True
         return did_work
+
+    def _has_earlier_active_run(self, run: Any) -> bool:
+        with self.db.connect() as conn:
+            earlier = conn.execute(
+                sa.select(runs.c.id)
+                .where(
+                    runs.c.dag == run.dag,
+                    runs.c.id < run.id,
+                    runs.c.state.in_(ACTIVE_RUN),
+                )
+                .limit(1)
+            ).first()
+        return earlier is not None
 
     def _mark_upstream_failed(self, run: Any, blocked: list[Any]) -> None:
         now = self.clock()
@@ -525,25 +540,37 @@ class Engine:
         return "failed", None
 
     def _stop_overdue(self) -> bool:
+        """Stop this controller's attempts past their deadline; return: any."""
         now = self.clock()
         with self.db.connect() as conn:
-            overdue: Sequence[int] = (
-                conn.execute(
-                    sa.select(attempts.c.id).where(
-                        attempts.c.state == "running",
-                        attempts.c.deadline_at <= now,
-                        attempts.c.controller_id == self.controller_id,
-                    )
+            overdue = conn.execute(
+                sa.select(
+                    attempts.c.id,
+                    attempts.c.number,
+                    tasks.c.name,
+                    runs.c.id.label("run_id"),
+                    runs.c.dag,
                 )
-                .scalars()
-                .all()
+                .join(tasks, tasks.c.id == attempts.c.task_id)
+                .join(runs, runs.c.id == tasks.c.run_id)
+                .where(
+                    attempts.c.state == "running",
+                    attempts.c.deadline_at <= now,
+                    attempts.c.controller_id == self.controller_id,
+                )
+            ).all()
+        fresh = [a for a in overdue if a.id not in self._stopping]
+        for attempt in fresh:
+            self._stopping.add(attempt.id)
+            logger.info(
+                "task timed out, stopping it: dag=%s run=%s task=%s attempt=%s",
+                attempt.dag,
+                attempt.run_id,
+                attempt.name,
+                attempt.number,
             )
-        for attempt_id in overdue:
-            if attempt_id not in self._stopping:
-                self._stopping.add(attempt_id)
-                logger.info("attempt %s timed out: stopping it", attempt_id)
-                self.launcher.stop(attempt_id, "Timeout")
-        return bool(set(overdue) - self._stopping)
+            self.launcher.stop(attempt.id, "Timeout")
+        return bool(fresh)
 
 
 _SPECS: dict[tuple[str, int], DagSpec] = {}

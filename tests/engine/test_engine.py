@@ -327,3 +327,28 @@ def test_a_run_that_cannot_advance_is_backed_off_and_others_go_on(
 
     # Once the fault is gone, the run is tried again after its back-off.
     assert harness.run_to_end(stuck) == "succeeded"
+
+
+def test_forbid_makes_manual_runs_wait_their_turn(
+    db: sa.Engine, tmp_path: Path
+) -> None:
+    h = Harness(db, tmp_path)
+    source = (
+        "name: one-at-a-time\nconcurrency: forbid\ndefaults: {image: x}\n"
+        "tasks:\n  t: {command: ['true']}\n"
+    )
+    first = h.trigger(source, "one-at-a-time")
+    with db.begin() as conn:
+        second = trigger_run(conn, "one-at-a-time", now=NOW)
+
+    # The first starts; the second stays queued, not one task of it launched.
+    h.engine.step()
+    assert (h.state(first), h.state(second)) == ("running", "queued")
+    assert h.attempts(second, "t") == []
+
+    # Once the first is over, the second goes.
+    assert h.run_to_end(first) == "succeeded"
+    assert h.run_to_end(second) == "succeeded"
+    (earlier,) = h.attempts(first, "t")
+    (later,) = h.attempts(second, "t")
+    assert later.started_at >= earlier.ended_at
