@@ -55,6 +55,7 @@ class Site:
     url: str
     controller: Controller
     gate: Path
+    chatty_gate: Path
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     add_dag(db, QUICK)
     add_dag(db, FAILING)
     add_dag(db, gated_dag(tmp / "gate"))
+    add_dag(db, gated_dag(tmp / "chatty-gate", name="chatty", lines_after=300))
     add_broken_dag(db, "broken", "dags/broken.yaml:4:3: unknown key 'scheudle'")
     add_sync(db, file_errors={"dags/broken.yaml": "4:3: unknown key 'scheudle'"})
     for dag in ("quick", "failing", "quick", "quick", "failing", "quick"):
@@ -81,7 +83,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     serving = threading.Thread(target=server.serve_forever, name="test-web")
     serving.start()
     try:
-        yield Site(f"http://127.0.0.1:{server.server_port}", controller, tmp / "gate")
+        url = f"http://127.0.0.1:{server.server_port}"
+        yield Site(url, controller, tmp / "gate", tmp / "chatty-gate")
     finally:
         server.shutdown()
         serving.join(timeout=10)
@@ -161,6 +164,24 @@ def test_the_log_of_a_running_task_grows_without_a_reload(
     expect(page.locator("#log-tail")).not_to_have_attribute("hx-get", re.compile(""))
     assert log.text_content() == "waiting for the gate\ngate opened\n"
     assert page.evaluate(STILL_NO_RELOAD)
+
+
+def test_a_growing_log_keeps_its_newest_lines_in_view(site: Site, page: Page) -> None:
+    page.set_viewport_size({"width": 1000, "height": 400})
+    run_id = site.controller.trigger("chatty")
+    page.goto(f"{site.url}/runs/{run_id}")
+    page.locator("#task-wait a.latest").click()
+    log = page.locator("#log")
+    expect(log).to_contain_text("waiting for the gate", timeout=WAIT_MS)
+
+    # 300 lines arrive, far more than the box shows: it follows them down.
+    site.chatty_gate.touch()
+    expect(log).to_contain_text("gate opened", timeout=WAIT_MS)
+    at_end = "e => e.scrollHeight > e.clientHeight * 3 && "
+    at_end += "e.scrollTop + e.clientHeight >= e.scrollHeight - 8"
+    page.wait_for_function(
+        f"({at_end})(document.getElementById('log'))", timeout=WAIT_MS
+    )
 
 
 def test_the_dashboard_looks_right(site: Site, page: Page) -> None:

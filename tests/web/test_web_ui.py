@@ -223,7 +223,7 @@ def test_a_running_log_tails_new_lines_then_stops(
 
     # The page shows what is there and polls for what comes after it.
     page = text_of(client, f"/runs/{run_id}/tasks/wait/attempts/1")
-    assert '<pre id="log" class="log">waiting for the gate\n</pre>' in page
+    assert '<pre id="log" class="log" data-follow>waiting for the gate\n</pre>' in page
     tail = poll_url(page, "log-tail")
     assert tail is not None and tail.endswith("?offset=21")
     assert client.get(tail, headers=HTMX).status_code == 204

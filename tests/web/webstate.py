@@ -57,10 +57,11 @@ tasks:
 """
 
 
-def gated_dag(gate: Path) -> str:
-    """A one-task DAG whose task prints a line, waits for `gate`, prints another."""
+def gated_dag(gate: Path, *, name: str = "gated", lines_after: int = 0) -> str:
+    """A one-task DAG whose task prints a line, waits for `gate`, prints another
+    (after `lines_after` numbered lines)."""
     return f"""\
-name: gated
+name: {name}
 description: Waits until the test opens the gate
 tasks:
   wait:
@@ -76,6 +77,8 @@ tasks:
         print("waiting for the gate", flush=True)
         while not os.path.exists(os.environ["GATE"]):
             time.sleep(0.05)
+        for i in range({lines_after}):
+            print("line", i + 1, flush=True)
         print("gate opened", flush=True)
 """
 
