@@ -330,6 +330,10 @@ def _print_status(snapshot: dict[str, Any]) -> None:
     sync = snapshot["sync"] or {}
     if sync.get("commit"):
         click.echo(f"synced commit {sync['commit'][:12]} at {sync.get('synced_at')}")
+    if sync.get("error"):
+        click.echo(f"sync failed: {sync['error']}")
+    for problem in sync.get("errors") or []:
+        click.echo(f"broken file: {problem['message']}")
     for dag in snapshot["dags"]:
         flag = "" if dag.get("is_active", True) else " (removed)"
         when = f"{dag['schedule']} ({dag['timezone']})" if dag.get("schedule") else ""

@@ -279,3 +279,30 @@ def test_next_wants_at_least_one_fire_time(
     result = runner.invoke(main, ["next", str(dag), "-n", count])
     assert result.exit_code == 2
     assert "x>=1" in result.output
+
+
+def test_status_names_broken_files_that_are_not_dags_yet(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from kdag import db as kdb
+    from kdag.db.schema import sync_errors
+
+    url = f"sqlite:///{tmp_path / 'kdag.db'}"
+    engine = kdb.connect(url)
+    kdb.migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sync_errors.insert().values(
+                path="dags/cyclic.yaml",
+                commit="c0ffee",
+                message="dags/cyclic.yaml:5:3: dependency cycle a -> b -> a",
+                created_at=datetime.now(UTC),
+            )
+        )
+    result = runner.invoke(main, ["status", "--db-url", url])
+    assert result.exit_code == 0, result.output
+    assert "broken file: dags/cyclic.yaml:5:3: dependency cycle a -> b -> a" in (
+        result.output
+    )
