@@ -10,8 +10,9 @@
    (`catalog.apply_snapshot`).
 
 A commit already applied by this process is not parsed again, so a poll that
-finds nothing new costs one `git fetch`. The first sync after a start always
-applies, so a kdag upgrade that reads files differently takes effect at once.
+finds nothing new costs one `git fetch`, and moves `synced_at` (the UI's
+"synced at" is the last look). The first sync after a start always applies,
+so a kdag upgrade that reads files differently takes effect at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from kdag.errors import TemporaryError
-from kdag.gitsync.catalog import SyncResult, apply_snapshot, record_sync_failure
+from kdag.gitsync.catalog import (
+    SyncResult,
+    apply_snapshot,
+    mark_synced,
+    record_sync_failure,
+)
 from kdag.gitsync.repo import Repository, Snapshot, redact
 
 __all__ = ["GitSync", "Repository", "Snapshot", "SyncResult"]
@@ -52,6 +58,8 @@ class GitSync:
             return None
         if snapshot.commit == self._applied_commit:
             logger.debug("no new commit: %s", snapshot.commit[:12])
+            with self.db.begin() as conn:  # the UI's "synced at": the last look
+                mark_synced(conn, commit=snapshot.commit, now=now)
             return None
 
         with self.db.begin() as conn:

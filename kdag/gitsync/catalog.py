@@ -117,6 +117,15 @@ def record_sync_failure(
     _save_sync_state(conn, error=message)
 
 
+def mark_synced(conn: sa.Connection, *, commit: str, now: datetime) -> None:
+    """Record that the branch head is still `commit`, as of `now`."""
+    conn.execute(
+        sync_state.update()
+        .where(sync_state.c.id == SYNC_STATE_ID, sync_state.c.commit == commit)
+        .values(synced_at=now)
+    )
+
+
 def claim_sync_state(conn: sa.Connection, *, repo: str, branch: str) -> None:
     """Lock the sync_state row (creating it), so that appliers take turns."""
     query = sa.select(sync_state).where(sync_state.c.id == SYNC_STATE_ID)
