@@ -211,6 +211,7 @@ def _dag(row: Any, latest: list[Json]) -> Json:
         "description": spec.description if spec else "",
         "schedule": spec.schedule if spec else None,
         "timezone": spec.timezone if spec else "UTC",
+        "next_run_at": _next_tick(spec) if spec and row.is_active else None,
         "is_active": bool(row.is_active),
         "error": row.error,
         # The last synced commit holding this version, else where it first came.
@@ -218,6 +219,17 @@ def _dag(row: Any, latest: list[Json]) -> Json:
         "updated_at": iso(row.updated_at),
         "runs": latest,
     }
+
+
+def _next_tick(spec: DagSpec) -> str | None:
+    """The schedule's next fire time from now, or None for a manual DAG."""
+    from kdag.specs.cron import next_fire_times
+
+    if not spec.schedule:
+        return None
+    now = datetime.now(UTC)
+    ticks = next_fire_times(spec.schedule, spec.timezone, after=now, count=1)
+    return iso(ticks[0]) if ticks else None
 
 
 def _run_summary(row: Any) -> Json:

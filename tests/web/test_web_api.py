@@ -6,6 +6,7 @@ launcher running each task as a subprocess, the file log store.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -273,6 +274,11 @@ def test_the_dag_list_has_latest_runs_newest_first(
     }
     assert quick["schedule"] == "0 6 * * 1-5"
     assert quick["timezone"] == "America/New_York"
+    # The next weekday 06:00 in New York: 10:00 or 11:00 UTC, in the next 4 days.
+    next_run = datetime.fromisoformat(quick["next_run_at"])
+    assert next_run.hour in (10, 11) and next_run.minute == 0
+    assert timedelta(0) < next_run - datetime.now(UTC) <= timedelta(days=4)
+    assert failing["next_run_at"] is None  # manual only
     assert quick["owner"] == "data-eng"
     assert quick["description"] == "Two quick tasks, one after the other"
     assert quick["commit"] == COMMIT

@@ -81,6 +81,9 @@ def test_the_dashboard_shows_dags_schedules_runs_and_errors(
     assert '<a href="/dags/quick">quick</a>' in html
     assert "<code>0 6 * * 1-5</code> America/New_York" in html
     assert "At 06:00 AM, Monday through Friday" in html
+    assert re.search(
+        r'class="muted small next-run">next \d{4}-\d\d-\d\dT1[01]:00:00Z', html
+    )
     squares = re.findall(r'<a class="sq s-(\w+)" href="/runs/(\d+)"', html)
     assert squares == [("queued", str(second)), ("succeeded", str(first))]
     assert f'title="Run {first} · succeeded · ' in html
