@@ -133,9 +133,9 @@ def _schedule_dag(
                 iso(due[-1][1]),
             )
             return 0
-        if active and spec.concurrency == "replace" and cancel is not None:
-            for active_id in active:
-                cancel(active_id)
+        # NB: canceled once this transaction is over: on SQLite a second
+        # writer would wait for it for ever.
+        to_cancel = active if spec.concurrency == "replace" else ()
 
         created = 0
         for start, tick in due:
@@ -147,4 +147,7 @@ def _schedule_dag(
                 trigger="schedule",
             )
             created += run_id is not None
+    if cancel is not None:
+        for active_id in to_cancel:
+            cancel(active_id)
     return created

@@ -204,3 +204,20 @@ def test_a_dag_whose_schedule_croniter_cannot_follow_is_skipped_and_backed_off(
     assert caplog.records == []
     assert schedule_due_runs(engine, utc(2024, 7, 1, 11, 1), backoff=backoff) == 0
     assert ["dag=broken" in r.getMessage() for r in caplog.records] == [True]
+
+
+def test_replace_cancels_the_run_still_going_and_starts_the_new_tick(
+    db: sa.Engine, tmp_path: Path
+) -> None:
+    clock = Clock(utc(2024, 7, 1, 9))
+    add_dag(db, DAILY_NY.format(catchup="false", concurrency="replace"), now=clock.now)
+    engine = make_engine(db, clock, tmp_path)
+    clock.now = utc(2024, 7, 1, 11)
+    assert schedule_due_runs(engine, clock.now, cancel=engine.cancel_run) == 1
+
+    # The next tick comes while the first run is still queued: it replaces it.
+    clock.now = utc(2024, 7, 2, 11)
+    assert schedule_due_runs(engine, clock.now, cancel=engine.cancel_run) == 1
+    with db.connect() as conn:
+        states = conn.execute(sa.select(runs.c.state).order_by(runs.c.id)).scalars()
+        assert list(states) == ["canceled", "queued"]
