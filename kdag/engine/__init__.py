@@ -659,11 +659,13 @@ def _commit_of(conn: sa.Connection, version: Any) -> str:
 def trigger_run(conn: sa.Connection, dag: str, *, now: datetime) -> int:
     """Create a manual run of the current version of `dag`; return its id.
 
-    Raises NotFound for a DAG that does not exist or never loaded.
+    Raises NotFound for a DAG that does not exist, never loaded, or was removed.
     """
     row = conn.execute(sa.select(dags).where(dags.c.name == dag)).one_or_none()
     if row is None or row.version_id is None:
         raise NotFound(f"no DAG named {dag!r}")
+    if not row.is_active:
+        raise NotFound(f"DAG {dag!r} was removed from the repository")
     for nudge in range(1000):  # two triggers in one microsecond: keep both
         moment = now + timedelta(microseconds=nudge)
         run_id = create_run(

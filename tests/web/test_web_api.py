@@ -166,6 +166,15 @@ def test_a_task_that_never_started_has_no_log(
     assert "has not started yet" in json_of(response, 404)["error"]
 
 
+def test_a_removed_dag_cannot_be_triggered(db: sa.Engine, client: FlaskClient) -> None:
+    add_dag(db, QUICK, is_active=False)
+    response = client.post("/api/v1/dags/quick/runs")
+    assert (
+        json_of(response, 404)["error"] == "DAG 'quick' was removed from the repository"
+    )
+    assert 'disabled title="removed from the repository"' in client.get("/").text
+
+
 def test_a_huge_body_answers_413(db: sa.Engine, client: FlaskClient) -> None:
     add_dag(db, QUICK)
     body = '{"note": "' + "x" * 100_000 + '"}'
