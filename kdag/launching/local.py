@@ -156,7 +156,10 @@ class LocalLauncher:
             running.output_over.set()
 
     def _finish(self, launch: Launch, ended: AttemptEnded) -> None:
-        self.logs.upload(launch.log_key)
+        try:
+            self.logs.upload(launch.log_key)
+        except Exception:  # NB: the end must be reported whatever the log does
+            logger.exception("log of attempt %s not stored", launch.attempt_id)
         self.report(ended)
 
     def stop(self, attempt_id: int, reason: str) -> None:

@@ -63,11 +63,14 @@ class LogStore:
             return True
         try:
             self.backend.put(key, path)
-        except TemporaryError as error:
+        except (TemporaryError, OSError) as error:
             logger.warning("log upload failed, will retry: %s: %s", key, error)
             return False
         if not keep_spool:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:  # stored already: a retry only uploads it again
+                logger.warning("spool file left behind: %s: %s", key, error)
         return True
 
     def retry_pending(self, *, busy: set[str] | frozenset[str] = frozenset()) -> int:

@@ -95,3 +95,19 @@ def test_retry_leaves_the_logs_of_running_attempts_alone(tmp_path: Path) -> None
 
     assert store.retry_pending(busy={key}) == 0
     assert (tmp_path / "spool" / key).exists()
+
+
+def test_a_folder_that_cannot_be_written_keeps_the_log_pending(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log folder should be")
+    store = open_store((blocker / "logs").as_uri(), spool_dir=tmp_path / "spool")
+    key = log_key("d", 1, "t", 1)
+    spool(store, key, "kept\n")
+
+    assert store.upload(key) is False  # not raised: the attempt still ends
+    assert store.spool_path(key).read_text() == "kept\n"
+
+    # Once the folder can be made, the retry stores it.
+    blocker.unlink()
+    assert store.retry_pending() == 1
+    assert store.read(key) == b"kept\n"
