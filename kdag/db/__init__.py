@@ -27,6 +27,7 @@ from kdag.errors import ConfigError, TemporaryError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+MIGRATION_LOCK = 0x6B646167  # "kdag": the advisory lock migrations take turns on
 
 
 def connect(url: str) -> sa.Engine:
@@ -93,6 +94,12 @@ def migrate(engine: sa.Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # NB: several processes may start at once on an empty database;
+            # they take turns (SQLite's BEGIN IMMEDIATE already does that).
+            connection.exec_driver_sql(
+                f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 

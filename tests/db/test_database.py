@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,3 +114,22 @@ def test_a_dropped_postgresql_connection_costs_one_retry_not_a_failure(
 
     assert kdb.with_retry(write) == 1
     engine.dispose()
+
+
+def test_processes_starting_at_once_on_an_empty_database_take_turns_migrating(
+    db_url: str,
+) -> None:
+    # Four processes, as a controller, a second one and the web starting together.
+    script = (
+        "import sys; from kdag import db; e = db.connect(sys.argv[1]); db.migrate(e)"
+    )
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, db_url],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in started]
+    assert [p.returncode for p in started] == [0, 0, 0, 0], errors
