@@ -4,11 +4,12 @@
 whole or not at all. For each file of the snapshot:
 
 - a valid DAG makes its content the DAG's current version. Versions are keyed
-  by (DAG, sha256 of the source): a new `dag_versions` row only when the
-  content changed, otherwise the row that already holds it is reused (so a
-  revert goes back to the old version). `dags` points at it, active, no error.
-  `schedule_anchor` is set when the DAG is first seen, and again when it comes
-  back after being inactive, so that its absence is never caught up.
+  by (DAG, sha256 of path and source): a new `dag_versions` row only when the
+  content or the file's place changed, otherwise the row that already holds
+  it is reused (so a revert goes back to the old version). `dags` points at
+  it, active, no error. `schedule_anchor` is set when the DAG is first seen,
+  and again when it comes back after being inactive, so that its absence is
+  never caught up.
 - a broken file (parse errors, unreadable, or a DAG name claimed by two files)
   gets a `sync_errors` row with every `path:line:col: message` line. A DAG
   that came from that path keeps its `version_id`, so it keeps running its last
@@ -245,8 +246,12 @@ def _version_for(
     commit: str,
     now: datetime,
 ) -> int:
-    """Return the id of the version holding `source`, inserting it if new."""
-    digest = hashlib.sha256(source.encode()).hexdigest()
+    """Return the id of the version holding `source` at `path`, inserting it if new.
+
+    NB: the path is part of the key: a task runs in its file's folder, so the
+    same text moved to another folder is another version.
+    """
+    digest = hashlib.sha256(f"{path}\n{source}".encode()).hexdigest()
     found = conn.execute(
         sa.select(dag_versions.c.id).where(
             dag_versions.c.dag == name, dag_versions.c.digest == digest

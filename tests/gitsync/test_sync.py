@@ -240,6 +240,25 @@ def test_a_reverted_file_goes_back_to_its_old_version(
     assert version_count(sync.db) == 3
 
 
+def test_a_moved_file_is_a_new_version_that_runs_in_its_new_folder(
+    sync: GitSync, origin: Origin
+) -> None:
+    sync.sync(T0)
+    old = dag_rows(sync.db)["a"].version_id
+    origin.remove("dags/a.yaml")
+    origin.write("dags/team/a.yaml", DAG_A)
+    origin.commit("move a into team/")
+    sync.sync(T0 + timedelta(minutes=1))
+
+    row = dag_rows(sync.db)["a"]
+    assert row.version_id != old and row.path == "dags/team/a.yaml"
+    with sync.db.connect() as conn:
+        path = conn.execute(
+            sa.select(dag_versions.c.path).where(dag_versions.c.id == row.version_id)
+        ).scalar_one()
+    assert path == "dags/team/a.yaml"
+
+
 @BOTH_ADDRESSES
 def test_a_force_pushed_branch_is_followed(sync: GitSync, origin: Origin) -> None:
     first = origin.head()
