@@ -5,8 +5,7 @@
 1. heartbeat, and reap attempts left running by a controller that is gone;
 2. sync the DAG repository, once every poll interval;
 3. create the runs whose ticks are due;
-4. advance runs (`Engine.step`): apply attempt ends, start ready tasks;
-5. retry log uploads that failed.
+4. advance runs (`Engine.step`): apply attempt ends, start ready tasks.
 
 `Controller.run(stop)` repeats it. Between steps it waits on a wake-up that a
 launcher sets when an attempt ends (and the web sets on a trigger), or until
@@ -15,9 +14,11 @@ starts the next task at once, not on the next tick of a fixed sleep.
 
 One failing step is logged and backed off; it never ends the loop.
 
-Alerts are sent by a thread of its own that `run` starts and stops: it drains
-the outbox when the engine commits an alert, and every few seconds for the
-retries, so a webhook that hangs delays alerts, never a step of the loop.
+Beside the loop, `run` keeps two threads: one records the heartbeat every few
+seconds, so a step that waits long on git or the database never makes this
+controller look dead to the others; the other (the housekeeper) sends alerts
+from the outbox and retries failed log uploads, so a webhook or a log store
+that hangs delays only them, never a step of the loop.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ HEARTBEAT_EVERY = timedelta(seconds=5)
 STALE_AFTER = timedelta(seconds=60)
 LOG_RETRY_EVERY = timedelta(seconds=30)
 ALERT_POLL_S = 5.0  # how often the alert sender looks for due retries
-ALERT_STOP_WAIT_S = 15.0  # a send in flight ends within the notifier's timeout
+BACKGROUND_STOP_WAIT_S = 15.0  # a send in flight ends within its client's timeout
 
 
 @dataclass
@@ -85,20 +86,18 @@ class Controller:
         )
         did_work |= created > 0
         did_work |= self.engine.step()
-        if self._is_due("logs", now, LOG_RETRY_EVERY):
-            self.logs.retry_pending(busy=self._busy_log_keys())
         return did_work
 
     def run(self, stop: threading.Event) -> None:
         """Step until `stop` is set; isolate and back off any failing step."""
         logger.info("controller %s started", self.engine.controller_id)
         done = threading.Event()
-        sender = self._start_alert_sender(done)
+        beat = self._start_thread("kdag-heartbeat", self._beat, done)
+        keeper = self._start_thread("kdag-housekeeper", self._keep_house, done)
         try:
             self._loop(stop)
         finally:
-            if sender is not None:
-                self._stop_alert_sender(sender, done)
+            self._stop_threads(done, beat, keeper)
             self.engine.launcher.close()
             logger.info("controller %s stopped", self.engine.controller_id)
 
@@ -118,37 +117,53 @@ class Controller:
             if not did_work:
                 self.wake.wait(self._idle_s())
 
-    def _start_alert_sender(self, done: threading.Event) -> threading.Thread | None:
-        if self.notifier is None:
-            return None
-        sender = threading.Thread(
-            target=self._send_alerts,
-            args=(self.notifier, done),
-            name="kdag-alert-sender",
-            daemon=True,
-        )
-        sender.start()
-        return sender
+    def _start_thread(
+        self, name: str, body: Callable[[threading.Event], None], done: threading.Event
+    ) -> threading.Thread:
+        thread = threading.Thread(target=body, args=(done,), name=name, daemon=True)
+        thread.start()
+        return thread
 
-    def _stop_alert_sender(
-        self, sender: threading.Thread, done: threading.Event
-    ) -> None:
+    def _stop_threads(self, done: threading.Event, *threads: threading.Thread) -> None:
         done.set()
-        self.engine.alert_queued.set()  # wake it, so it sees `done` now
-        sender.join(ALERT_STOP_WAIT_S)
-        if sender.is_alive():  # a daemon: it cannot keep the process alive
-            logger.warning("alert sender still waiting on the webhook; leaving it")
+        self.engine.alert_queued.set()  # wake the housekeeper, so it sees `done`
+        for thread in threads:
+            thread.join(BACKGROUND_STOP_WAIT_S)
+            if thread.is_alive():  # a daemon: it cannot keep the process alive
+                logger.warning("%s still waiting on I/O; leaving it", thread.name)
 
-    def _send_alerts(self, notifier: Notifier, done: threading.Event) -> None:
-        """Drain the alert outbox until `done`: when woken, or every few seconds."""
+    def _beat(self, done: threading.Event) -> None:
+        """Say this controller lives, every few seconds, however long a step takes.
+
+        NB: a step may wait long on git or the database; were the heartbeat in
+        the loop, another controller would take this one for dead and run its
+        tasks a second time.
+        """
+        while not done.wait(HEARTBEAT_EVERY.total_seconds()):
+            try:
+                self._heartbeat(self.engine.clock())
+            except Exception as error:
+                log = logger.warning if _is_expected(error) else logger.exception
+                log("heartbeat not recorded: %s", error)
+
+    def _keep_house(self, done: threading.Event) -> None:
+        """Send due alerts and retry failed log uploads, away from the loop.
+
+        It wakes when the engine commits an alert, else every few seconds, so
+        a webhook or a log store that hangs delays only this, never a step.
+        """
         queued = self.engine.alert_queued
         while not done.is_set():
             queued.clear()  # before reading, so an alert committed meanwhile wakes us
+            now = self.engine.clock()
             try:
-                send_due_alerts(self.db, notifier, self.engine.clock(), stop=done)
+                if self.notifier is not None:
+                    send_due_alerts(self.db, self.notifier, now, stop=done)
+                if self._is_due("logs", now, LOG_RETRY_EVERY):
+                    self.logs.retry_pending(busy=self._busy_log_keys())
             except Exception as error:  # the database is away: the loop says so too
                 log = logger.warning if _is_expected(error) else logger.exception
-                log("alerts not sent, next try in %.0fs: %s", ALERT_POLL_S, error)
+                log("housekeeping failed, next try in %.0fs: %s", ALERT_POLL_S, error)
             queued.wait(ALERT_POLL_S)
 
     def _idle_s(self) -> float:

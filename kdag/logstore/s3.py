@@ -22,10 +22,12 @@ class S3Backend:
     def __init__(self, bucket: str, prefix: str, *, endpoint_url: str | None) -> None:
         self.bucket = bucket
         self.prefix = prefix
+        # NB: short, because a task's end is reported once its upload is over
+        # or failed; a failed one is retried later from the spool.
         config = Config(
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": 2, "mode": "standard"},
             connect_timeout=5,
-            read_timeout=30,
+            read_timeout=10,
         )
         self.client: Any = boto3.client("s3", endpoint_url=endpoint_url, config=config)
 
