@@ -23,9 +23,11 @@ that hangs delays only them, never a step of the loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import signal
 import socket
 import threading
 import uuid
@@ -99,6 +101,7 @@ class Controller:
         finally:
             self._stop_threads(done, beat, keeper)
             self.engine.launcher.close()
+            self._record_last_ends()
             logger.info("controller %s stopped", self.engine.controller_id)
 
     def _loop(self, stop: threading.Event) -> None:
@@ -116,6 +119,14 @@ class Controller:
                 continue
             if not did_work:
                 self.wake.wait(self._idle_s())
+
+    def _record_last_ends(self) -> None:
+        """Record the ends the launcher reported while stopping, if the database
+        lets us; otherwise the next controller fails them as ControllerLost."""
+        try:
+            self.engine.apply_reported()
+        except Exception as error:
+            logger.warning("attempt ends not recorded at stop: %s", error)
 
     def _start_thread(
         self, name: str, body: Callable[[threading.Event], None], done: threading.Event
@@ -203,9 +214,12 @@ class Controller:
         with self.db.connect() as conn:
             alive = {row.id: row for row in conn.execute(sa.select(controllers))}
             running = conn.execute(
-                sa.select(attempts.c.id, attempts.c.controller_id).where(
-                    attempts.c.state == "running"
-                )
+                sa.select(
+                    attempts.c.id,
+                    attempts.c.controller_id,
+                    attempts.c.launcher,
+                    attempts.c.external_id,
+                ).where(attempts.c.state == "running")
             ).all()
         orphans = [
             a
@@ -219,6 +233,7 @@ class Controller:
                 attempt.id,
                 attempt.controller_id,
             )
+            _kill_left_behind(attempt, alive.get(attempt.controller_id))
             self.engine.events.put(
                 AttemptEnded(
                     attempt.id,
@@ -253,6 +268,21 @@ def _is_gone(controller: Any, now: datetime) -> bool:
         except PermissionError:
             return False
     return False
+
+
+def _kill_left_behind(attempt: Any, controller: Any) -> None:
+    """Kill the process group of a local attempt whose controller died here.
+
+    A killed controller leaves its task processes running; its retry must not
+    run beside them. NB: the group id is the old leader's pid, which the
+    system does not hand out again while the group has members.
+    """
+    is_here = controller is not None and controller.hostname == socket.gethostname()
+    if attempt.launcher != "local" or not is_here or not attempt.external_id:
+        return
+    with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+        os.killpg(int(attempt.external_id), signal.SIGKILL)
+        logger.warning("killed what attempt %s left running", attempt.id)
 
 
 def _is_expected(error: Exception) -> bool:

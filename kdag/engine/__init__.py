@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 ACTIVE_RUN = ("queued", "running")
 DONE_TASK = ("succeeded", "failed", "upstream_failed", "skipped", "canceled")
 BLOCKING = ("failed", "upstream_failed", "canceled")
+NOT_THE_TASKS_FAULT = ("ControllerLost", "ControllerStopped")
 DATABASE_DOWN = (sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
@@ -524,6 +525,14 @@ class Engine:
             return "succeeded", None
         if ended.reason == "Canceled":
             return "canceled", None
+        if ended.reason in NOT_THE_TASKS_FAULT:
+            # A stopped or lost controller costs the task none of its retries.
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id == found.task_id)
+                .values(max_attempts=found.max_attempts + 1)
+            )
+            return "up_for_retry", now
         if found.number < found.max_attempts:
             try:
                 task = self.spec_of(found.version_id, conn).tasks[found.name]

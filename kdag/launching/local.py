@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class _Running:
     process: subprocess.Popen[bytes]
     output_over: threading.Event  # the output closed, or the group was killed
     stop_reason: str | None = None
+    follower: threading.Thread | None = None  # reports the end
 
 
 class LocalLauncher:
@@ -98,14 +100,15 @@ class LocalLauncher:
             )
             return ""
         running = _Running(process, threading.Event())
-        with self._lock:
-            self._running[launch.attempt_id] = running
-        threading.Thread(
+        running.follower = threading.Thread(
             target=self._follow,
             args=(launch, running, spool),
             name=f"local-{launch.name}",
             daemon=True,
-        ).start()
+        )
+        with self._lock:
+            self._running[launch.attempt_id] = running
+        running.follower.start()
         return str(process.pid)
 
     def _environment(self, launch: Launch) -> tuple[dict[str, str], list[str]]:
@@ -182,10 +185,19 @@ class LocalLauncher:
         running.output_over.set()
 
     def close(self) -> None:
+        """Stop every attempt, as the controller stops, and wait for their ends.
+
+        Their reason, ControllerStopped, costs the tasks no retry.
+        """
         with self._lock:
-            running = list(self._running)
-        for attempt_id in running:
-            self.stop(attempt_id, "Canceled")
+            running = list(self._running.items())
+        for attempt_id, _ in running:
+            self.stop(attempt_id, "ControllerStopped")
+        # NB: wait past the grace period, or the SIGKILL timer dies with us.
+        deadline = time.monotonic() + STOP_GRACE_S + 2 * DRAIN_S + 1
+        for _, attempt in running:
+            if attempt.follower is not None:
+                attempt.follower.join(max(0.0, deadline - time.monotonic()))
 
 
 def _ending(attempt_id: int, code: int, stop_reason: str | None) -> AttemptEnded:
