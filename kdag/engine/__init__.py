@@ -38,6 +38,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from kdag import db as kdb
 from kdag.db.schema import alerts, attempts, dag_versions, dags, runs, tasks
 from kdag.engine.backoff import Backoff
 from kdag.errors import KdagError, NotFound
@@ -344,17 +345,23 @@ class Engine:
                 run, error, task=row.name, number=number, attempt_id=attempt_id
             )
             return True
-        with self.db.begin() as conn:
-            conn.execute(
-                attempts.update()
-                .where(attempts.c.id == attempt_id)
-                .values(external_id=external_id, deadline_at=deadline)
-            )
-            conn.execute(
-                tasks.update()
-                .where(tasks.c.id == row.id, tasks.c.state == "queued")
-                .values(state="running", updated_at=self.clock())
-            )
+
+        def mark_started() -> None:
+            with self.db.begin() as conn:
+                conn.execute(
+                    attempts.update()
+                    .where(attempts.c.id == attempt_id)
+                    .values(external_id=external_id, deadline_at=deadline)
+                )
+                conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id == row.id, tasks.c.state == "queued")
+                    .values(state="running", updated_at=self.clock())
+                )
+
+        # NB: the attempt runs now; a dropped connection must not lose its
+        # deadline, so this write is tried again on a fresh one.
+        kdb.with_retry(mark_started)
         logger.info(
             "task started: dag=%s run=%s task=%s attempt=%s launcher=%s id=%s",
             run.dag,
