@@ -41,8 +41,8 @@ import sqlalchemy as sa
 
 from kdag import db as kdb
 from kdag.alerting import Notifier, send_due_alerts
-from kdag.db.schema import attempts, controllers
-from kdag.engine import DATABASE_DOWN, Engine, utc_now
+from kdag.db.schema import attempts, controllers, runs
+from kdag.engine import ACTIVE_RUN, DATABASE_DOWN, Engine, utc_now
 from kdag.engine.backoff import Backoff
 from kdag.errors import KdagError
 from kdag.launching import AttemptEnded, Launcher, OutputLine
@@ -369,11 +369,19 @@ def _make_sync(settings: Settings, db: sa.Engine) -> Any:
     from kdag.gitsync import GitSync
     from kdag.gitsync.repo import Repository
 
+    def commits_in_use() -> set[str]:
+        with db.connect() as conn:
+            found = conn.execute(
+                sa.select(runs.c.commit).where(runs.c.state.in_(ACTIVE_RUN)).distinct()
+            )
+            return set(found.scalars())
+
     repository = Repository(
         settings.repo,
         branch=settings.branch,
         path=settings.path,
         cache_dir=settings.data_dir / "git",
+        in_use=commits_in_use,
     )
     return GitSync(db, repository, repo_label=settings.repo, branch=settings.branch)
 

@@ -35,6 +35,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -84,6 +85,7 @@ class Repository:
         cache_dir: Path,
         keep_checkouts: int = 5,
         timeout_s: float = 120.0,
+        in_use: Callable[[], set[str]] = set,
     ) -> None:
         if not branch or branch.startswith("-") or ".." in branch:
             raise ConfigError(f"not a branch name: {branch!r}")
@@ -92,6 +94,7 @@ class Repository:
         self.path = normalize_path(path)
         self.cache_dir = Path(cache_dir)
         self.keep_checkouts = keep_checkouts
+        self.in_use = in_use  # the commits whose checkouts tasks may be running in
         self.timeout_s = timeout_s
         self._lock = threading.Lock()  # one git operation on the cache at a time
 
@@ -207,9 +210,10 @@ class Repository:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _prune_checkouts(self, *, keep: Path) -> None:
-        """Delete all but the `keep_checkouts` most recently used checkouts."""
-        # NB: a task still running in a pruned folder loses its files; keep
-        # enough checkouts for the commits that can have runs in flight.
+        """Delete all but the `keep_checkouts` most recently used checkouts, and
+        those of commits still in use (a task running there would lose its files).
+        """
+        in_use = self.in_use()
         found = [
             p
             for p in keep.parent.iterdir()
@@ -217,6 +221,8 @@ class Repository:
         ]
         found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         for old in found[max(self.keep_checkouts - 1, 0) :]:
+            if old.name in in_use:
+                continue
             logger.debug("removing old checkout %s", old)
             shutil.rmtree(old, ignore_errors=True)
 

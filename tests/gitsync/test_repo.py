@@ -206,6 +206,30 @@ def test_checkout_exports_a_commit_once_and_keeps_the_latest_few(
     assert "debian" in (folder.parent / commits[2] / "dags/a.yaml").read_text()
 
 
+def test_checkout_keeps_the_folders_of_commits_still_in_use(
+    origin: Origin, tmp_path: Path
+) -> None:
+    in_use: set[str] = set()
+    repo = repository(
+        str(origin.folder), tmp_path, keep_checkouts=1, in_use=lambda: in_use
+    )
+    first = repo.fetch().commit
+    folder = repo.checkout(first)
+    in_use.add(first)  # a run of the first commit is still going
+
+    origin.write("dags/a.yaml", dag("a", image="alpine"))
+    origin.commit("alpine")
+    repo.checkout(repo.fetch().commit)
+    assert folder.is_dir()
+
+    # Once that run is over, the next prune takes its folder.
+    in_use.clear()
+    origin.write("dags/a.yaml", dag("a", image="debian"))
+    origin.commit("debian")
+    repo.checkout(repo.fetch().commit)
+    assert not folder.exists()
+
+
 def test_checkout_of_an_unknown_commit_is_a_temporary_error(
     origin: Origin, tmp_path: Path
 ) -> None:
