@@ -43,7 +43,7 @@ def cron_problem(expression: str) -> str | None:
             "(minute hour day-of-month month day-of-week)"
         )
     if not croniter.is_valid(text):
-        return f"{expression!r} is not a valid cron expression"
+        return f"{expression!r} is not a valid cron expression{_bad_field(text)}"
     if any(field.upper().startswith("R") for field in text.split()):
         # croniter draws R afresh for every walker: the ticks would move.
         return f"{expression!r}: R (a random value) is not supported"
@@ -63,6 +63,29 @@ def _ever_fires(text: str) -> bool:
     except CroniterBadDateError:
         return False
     return True
+
+
+FIELDS = (
+    "minute (0-59)",
+    "hour (0-23)",
+    "day of month (1-31)",
+    "month (1-12 or jan-dec)",
+    "day of week (0-7 or sun-sat)",
+)
+
+
+def _bad_field(text: str) -> str:
+    """Say which field of a 5-field expression croniter refuses, if just one."""
+    from croniter import croniter
+
+    fields = text.split()
+    bad = []
+    for i, field in enumerate(fields):
+        alone = ["*"] * 5
+        alone[i] = field
+        if not croniter.is_valid(" ".join(alone)):
+            bad.append(f"the {FIELDS[i]} field {field!r}")
+    return f": {' and '.join(bad)} is out of range or malformed" if bad else ""
 
 
 def fire_times(

@@ -99,6 +99,13 @@ def test_invalid_expressions_say_why(expression: str) -> None:
     assert cron_problem(expression)
 
 
+def test_an_invalid_field_is_named_with_its_range() -> None:
+    assert cron_problem("0 25 * * *") == (
+        "'0 25 * * *' is not a valid cron expression: "
+        "the hour (0-23) field '25' is out of range or malformed"
+    )
+
+
 @pytest.mark.parametrize("expression", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6 *"])
 def test_a_schedule_on_a_date_that_never_comes_never_fires(expression: str) -> None:
     assert cron_problem(expression) == (

@@ -138,7 +138,8 @@ def test_a_two_task_cycle_reads_a_b_a() -> None:
 
 def test_a_bad_cron_expression_is_an_error_at_schedule() -> None:
     assert problems(GOOD.replace('"0 6 * * 1-5"', '"0 25 * * *"')) == [
-        "dags/x.yaml:4:1: schedule: '0 25 * * *' is not a valid cron expression"
+        "dags/x.yaml:4:1: schedule: '0 25 * * *' is not a valid cron expression: "
+        "the hour (0-23) field '25' is out of range or malformed"
     ]
     (six_fields,) = problems(GOOD.replace('"0 6 * * 1-5"', '"0 0 6 * * 1-5"'))
     assert "needs 5 fields" in six_fields
