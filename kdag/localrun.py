@@ -5,7 +5,6 @@ will under the controller."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
 import tempfile
@@ -18,7 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from kdag import db as kdb
-from kdag.db.schema import attempts, dag_versions, dags, runs, tasks
+from kdag.db.schema import attempts, dags, runs, tasks
+from kdag.db.versions import version_for
 from kdag.engine import trigger_run
 from kdag.launching import Launch
 from kdag.settings import Settings
@@ -79,26 +79,9 @@ def _start(db: sa.Engine, source: str, path: str) -> int:
         from kdag.specs.parsing import parse_dag
 
         name = parse_dag(source, path).name
-        digest = hashlib.sha256(source.encode()).hexdigest()
-        # A database kept from an earlier `kdag run` may hold this DAG already.
-        version_id: int | None = conn.execute(
-            sa.select(dag_versions.c.id).where(
-                dag_versions.c.dag == name, dag_versions.c.digest == digest
-            )
-        ).scalar()
-        if version_id is None:
-            version_id = conn.execute(
-                dag_versions.insert()
-                .values(
-                    dag=name,
-                    commit="local",
-                    path=path,
-                    source=source,
-                    created_at=now,
-                    digest=digest,
-                )
-                .returning(dag_versions.c.id)
-            ).scalar_one()
+        version_id = version_for(
+            conn, name, path=path, source=source, commit="local", now=now
+        )
         values = {"path": path, "version_id": version_id, "is_active": True}
         updated = conn.execute(
             dags.update().where(dags.c.name == name).values(updated_at=now, **values)

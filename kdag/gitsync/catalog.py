@@ -24,7 +24,6 @@ PostgreSQL two controllers applying snapshots take turns.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections import defaultdict
@@ -34,7 +33,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from kdag.db.schema import dag_versions, dags, sync_errors, sync_state
+from kdag.db.schema import dags, sync_errors, sync_state
+from kdag.db.versions import version_for
 from kdag.errors import SpecErrors
 from kdag.gitsync.repo import Snapshot
 from kdag.specs.parsing import parse_dag
@@ -207,7 +207,7 @@ def _load_dag(
     row: Any,
 ) -> bool:
     """Make `source` the DAG's current version; return whether that changed."""
-    version_id = _version_for(
+    version_id = version_for(
         conn, name, path=path, source=source, commit=commit, now=now
     )
     values = {
@@ -235,50 +235,6 @@ def _load_dag(
             dags.update().where(dags.c.name == name).values(updated_at=now, **values)
         )
     return row is None or row.version_id != version_id
-
-
-def _version_for(
-    conn: sa.Connection,
-    name: str,
-    *,
-    path: str,
-    source: str,
-    commit: str,
-    now: datetime,
-) -> int:
-    """Return the id of the version holding `source` at `path`, inserting it if new.
-
-    NB: the path is part of the key: a task runs in its file's folder, so the
-    same text moved to another folder is another version.
-    """
-    digest = hashlib.sha256(f"{path}\n{source}".encode()).hexdigest()
-    found = conn.execute(
-        sa.select(dag_versions.c.id).where(
-            dag_versions.c.dag == name, dag_versions.c.digest == digest
-        )
-    ).first()
-    if found is not None:
-        return int(found.id)
-    version_id: int = conn.execute(
-        dag_versions.insert()
-        .values(
-            dag=name,
-            commit=commit,
-            path=path,
-            digest=digest,
-            source=source,
-            created_at=now,
-        )
-        .returning(dag_versions.c.id)
-    ).scalar_one()
-    logger.info(
-        "DAG version loaded: dag=%s commit=%s path=%s version=%s",
-        name,
-        commit[:12],
-        path,
-        version_id,
-    )
-    return int(version_id)
 
 
 def _dag_errors(

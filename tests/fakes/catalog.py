@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from kdag.db.schema import dag_versions, dags
+from kdag.db.schema import dags
+from kdag.db.versions import version_for
 from kdag.specs.parsing import parse_dag
 
 
@@ -22,18 +22,9 @@ def add_dag(
     """Store `source` as the current version of its DAG; return the version id."""
     name = parse_dag(source, path).name
     with db.begin() as conn:
-        version_id = conn.execute(
-            dag_versions.insert()
-            .values(
-                dag=name,
-                commit=commit,
-                path=path,
-                source=source,
-                created_at=now,
-                digest=hashlib.sha256(source.encode()).hexdigest(),
-            )
-            .returning(dag_versions.c.id)
-        ).scalar_one()
+        version_id = version_for(
+            conn, name, path=path, source=source, commit=commit, now=now
+        )
         exists = conn.execute(sa.select(dags.c.name).where(dags.c.name == name)).first()
         values = {
             "path": path,
@@ -45,4 +36,4 @@ def add_dag(
             conn.execute(dags.update().where(dags.c.name == name).values(**values))
         else:
             conn.execute(dags.insert().values(name=name, schedule_anchor=now, **values))
-    return int(version_id)
+    return version_id
