@@ -223,12 +223,19 @@ def _dag(row: Any, latest: list[Json]) -> Json:
 
 def _next_tick(spec: DagSpec) -> str | None:
     """The schedule's next fire time from now, or None for a manual DAG."""
-    from kdag.specs.cron import next_fire_times
-
     if not spec.schedule:
         return None
-    now = datetime.now(UTC)
-    ticks = next_fire_times(spec.schedule, spec.timezone, after=now, count=1)
+    # Cron fires on whole minutes, so the next tick after this minute began is
+    # the next after now: one computation per schedule and minute, not per poll.
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    return _next_tick_after(spec.schedule, spec.timezone, minute)
+
+
+@functools.lru_cache(maxsize=1024)
+def _next_tick_after(schedule: str, timezone: str, after: datetime) -> str | None:
+    from kdag.specs.cron import next_fire_times
+
+    ticks = next_fire_times(schedule, timezone, after=after, count=1)
     return iso(ticks[0]) if ticks else None
 
 
