@@ -11,7 +11,6 @@ a local process)."""
 from __future__ import annotations
 
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from kdag.settings import Settings
 from kdag.web import create_app
 from tests.fakes.kube_emulator import KubeEmulator
 from tests.fakes.slack_receiver import SlackReceiver
+from tests.gitsync.gitrepos import Origin
 
 DAG = """\
 name: e2e
@@ -51,20 +51,11 @@ tasks:
 """
 
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
-
-
 def make_repo(tmp_path: Path, name: str, source: str) -> Path:
-    repo = tmp_path / "dags-repo"
-    (repo / "dags").mkdir(parents=True)
-    git(repo, "init", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "t")
-    (repo / "dags" / f"{name}.yaml").write_text(source)
-    git(repo, "add", ".")
-    git(repo, "commit", "-m", f"add the {name} DAG")
-    return repo
+    origin = Origin(tmp_path / "dags-repo")
+    origin.write(f"dags/{name}.yaml", source)
+    origin.commit(f"add the {name} DAG")
+    return origin.folder
 
 
 @pytest.fixture

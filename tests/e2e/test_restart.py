@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_up import KDAG, Up, free_port, wait_for
+from tests.fakes.processes import is_running
+from tests.gitsync.gitrepos import Origin
 
 # The first attempt waits for a minute; a retry ends at once.
 DAG = """\
@@ -32,27 +34,13 @@ tasks:
 """
 
 
-def is_running(pid: int) -> bool:
-    """Whether `pid` is alive: gone and zombie processes are not."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[[], Up]]:
     """Start `kdag up` on a repository with DAG, again and again, one data dir."""
-    repo = tmp_path / "repo"
-    (repo / "dags").mkdir(parents=True)
-    (repo / "dags" / "sleepy.yaml").write_text(DAG.format(pid_file=tmp_path / "pid"))
-    for args in (
-        ["init", "--quiet", "-b", "main"],
-        ["add", "."],
-        ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "x"],
-    ):
-        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    origin = Origin(tmp_path / "repo")
+    origin.write("dags/sleepy.yaml", DAG.format(pid_file=tmp_path / "pid"))
+    origin.commit("add sleepy")
+    repo = origin.folder
     started: list[Up] = []
 
     def start_one() -> Up:

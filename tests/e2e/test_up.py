@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.gitsync.gitrepos import Origin
+
 ROOT = Path(__file__).resolve().parents[2]
 KDAG = str(Path(sys.executable).parent / "kdag")
 
@@ -78,18 +80,14 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float) -> Any:
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
     # The team's DAG repository: a copy of dags-example/, committed.
-    repo = tmp_path / "dags-repo"
+    origin = Origin(tmp_path / "dags-repo")
     shutil.copytree(
         ROOT / "dags-example",
-        repo / "dags-example",
+        origin.folder / "dags-example",
         ignore=shutil.ignore_patterns("output", "target", "logs", "__pycache__"),
     )
-    for args in (
-        ["init", "--quiet", "-b", "main"],
-        ["add", "."],
-        ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "x"],
-    ):
-        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    origin.commit("the examples")
+    repo = origin.folder
 
     port, data_dir = free_port(), tmp_path / "kdag-data"
     command = [KDAG, "up", "--repo", str(repo), "--path", "dags-example"]

@@ -16,6 +16,7 @@ from kdag.launching import AttemptEnded, Launch
 from kdag.launching import local as local_launching
 from kdag.launching.local import LocalLauncher
 from kdag.logstore import LogStore
+from tests.fakes.processes import is_running
 from tests.launching.conftest import MakeLaunch
 
 
@@ -39,15 +40,6 @@ def local(
             started.set()
 
     return LocalLauncher(report=reports.put, logs=logs, on_output=on_output)
-
-
-def is_running(pid: int) -> bool:
-    """Whether `pid` is alive: gone and zombie processes are not."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def test_a_stop_kills_what_the_leader_left_behind_ignoring_sigterm(
