@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.test_up import KDAG, Up, free_port, wait_for
+from tests.e2e.test_up import Up, start_up, wait_for
 from tests.fakes.processes import is_running
 from tests.gitsync.gitrepos import Origin
 
@@ -40,26 +39,17 @@ def start(tmp_path: Path) -> Iterator[Callable[[], Up]]:
     origin = Origin(tmp_path / "repo")
     origin.write("dags/sleepy.yaml", DAG.format(pid_file=tmp_path / "pid"))
     origin.commit("add sleepy")
-    repo = origin.folder
     started: list[Up] = []
 
     def start_one() -> Up:
-        port, data_dir = free_port(), tmp_path / "data"
-        command = [KDAG, "up", "--repo", str(repo), "--path", "dags"]
-        command += ["--port", str(port), "--data-dir", str(data_dir)]
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        up = Up(f"http://127.0.0.1:{port}", data_dir, process)
+        up = start_up(origin.folder, "dags", tmp_path / "data")
         started.append(up)
         wait_for("the DAG", lambda: up.get("/api/v1/dags")["dags"], 60)
         return up
 
     yield start_one
     for up in started:
-        if up.process.poll() is None:
-            up.process.kill()
-        up.process.wait(timeout=30)
+        up.close()
 
 
 def first_attempt_running(up: Up, tmp_path: Path) -> tuple[int, int]:

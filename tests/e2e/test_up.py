@@ -46,6 +46,12 @@ class Up:
         with urllib.request.urlopen(self.url + path, timeout=10) as answer:
             return str(answer.read().decode())
 
+    def close(self) -> None:
+        """Kill the process if it still runs, and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+
     def kdag(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run another kdag command against the same data folder."""
         return subprocess.run(
@@ -77,6 +83,17 @@ def wait_for(what: str, check: Callable[[], Any], timeout_s: float) -> Any:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
+def start_up(repo: Path, path: str, data_dir: Path) -> Up:
+    """Start `kdag up` on `path` of the repository `repo`, on a free port."""
+    port = free_port()
+    command = [KDAG, "up", "--repo", str(repo), "--path", path]
+    command += ["--port", str(port), "--data-dir", str(data_dir)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return Up(f"http://127.0.0.1:{port}", data_dir, process)
+
+
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
     # The team's DAG repository: a copy of dags-example/, committed.
@@ -87,21 +104,11 @@ def up(tmp_path: Path) -> Iterator[Up]:
         ignore=shutil.ignore_patterns("output", "target", "logs", "__pycache__"),
     )
     origin.commit("the examples")
-    repo = origin.folder
-
-    port, data_dir = free_port(), tmp_path / "kdag-data"
-    command = [KDAG, "up", "--repo", str(repo), "--path", "dags-example"]
-    command += ["--port", str(port), "--data-dir", str(data_dir)]
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    running = Up(f"http://127.0.0.1:{port}", data_dir, process)
+    running = start_up(origin.folder, "dags-example", tmp_path / "kdag-data")
     try:
         yield running
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
+        running.close()
 
 
 def test_up_syncs_the_examples_runs_them_green_and_stops_on_sigterm(up: Up) -> None:
