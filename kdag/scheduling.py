@@ -12,7 +12,8 @@ tick again creates nothing, and that is never an error.
 
 Concurrency when a tick comes while a run of the DAG is still going:
 `allow` starts another, `forbid` skips the tick (it is logged and the anchor
-moves past it), `replace` cancels the running one first.
+moves past it), `replace` cancels the running one once the new run exists.
+A manual run of a `forbid` DAG waits in the engine until the others end.
 """
 
 from __future__ import annotations
